@@ -1,0 +1,1 @@
+"""SynthGym: procedurally rendered gymnastics-like clips with a FineGym-style hierarchy."""

@@ -1,0 +1,1 @@
+"""Multimodal LLM: video encoders behind one interface, feature cache, projector, LLM + LoRA, chat."""
