@@ -44,7 +44,7 @@ def parse_list_lines(text: str, source: str, base_dir: Path, num_classes: int | 
             bound = f"[0, {num_classes})" if num_classes is not None else ">= 0"
             raise ListFileError(f"{source}:{lineno}: label {label} out of range {bound}")
         path = Path(path_str)
-        resolved = path if path.is_absolute() else base_dir / path
+        resolved = path if path.is_absolute() else Path(os.path.normpath(base_dir / path))
         entries.append(ListEntry(path=resolved, label=label, line=lineno, raw_path=path_str))
     return entries
 
