@@ -1,0 +1,511 @@
+"""Gym-QA question generator: clips with labels + a hierarchy → multiple-choice questions (SPEC §3.2).
+
+Answer types (each switchable)::
+
+    what       "What gymnastics move is this athlete performing? A.x B.y C.z D.w"   (official type)
+    event      "Which apparatus is this element performed on?"          options: vault, floor exercise, …
+    set        "Which group of elements does this move belong to?"      options: "floor exercise: turns", …
+    attribute  Qtree yes/no question, always laid out "A.yes B.no"      (FineGym BTcode / SynthGym table)
+    count      "How many twists does the athlete perform in this element?"   (SynthGym numeric attributes)
+
+Design decisions, and why:
+- Options are element *names*, and classes sharing a name (Gym99 has 10 such pairs) count as one
+  option, so no question ever shows two identical option texts (the official files have ~0.5 %).
+- Distractors ``uniform``: drawn uniformly from the distinct names other than the answer's (the
+  official behaviour, minus its duplicates). ``hard``: same set first, then same event, then any other,
+  uniformly within each tier. A name shared by classes of two sets/events belongs to both.
+  ``frequency`` ("prior-matched"): drawn with probability proportional to how often each answer is
+  correct among the clips being asked about. Under ``uniform``, a long-tailed class distribution
+  leaks: the frequent class among the options is usually the answer (Gym99 val: a video-blind
+  class-prior answerer scores ~50 % instead of 25 %). When distractors follow the answers' own
+  distribution, P(answer = o | options) is the same for every option o (up to the correction for
+  drawing without replacement), so the prior no longer points at the answer.
+- Answer letters come from a per-(type, option count) *shuffled balanced cycle*: each block of n
+  questions uses every letter once in a random order, so counts differ by at most one and position
+  carries no information. Yes/no questions keep the natural "A.yes B.no" order; their letters (and
+  the per-question-text yes rate) are balanced by choosing which of the element's questions to ask
+  (see ``_attribute``). With ``attributes_per_clip=0`` (every question) they follow the data instead.
+- Every type draws from its own random stream (seeded by ``seed`` and the type name), so switching a
+  type on or off does not change the other types' questions — only the ids, which are sequential in
+  clip order (clip-major: all questions about one clip are adjacent).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gym_qa.clips import clip_id_of, count_frames, index_clips
+from gym_qa.hierarchy import EVENT_NAMES, AttributeAnswer, Hierarchy
+from gym_qa.lists import read_list
+from gym_qa.questions import OPTION_LETTERS, Question, QuestionFormatError, format_question_id, join_options
+from gym_qa.statistics import chi_square_uniform
+
+ANSWER_TYPES: tuple[str, ...] = ("what", "event", "set", "attribute", "count")
+DISTRACTOR_MODES: tuple[str, ...] = ("uniform", "hard", "frequency")
+
+WHAT_STEM = "What gymnastics move is this athlete performing?"
+EVENT_STEM = "Which apparatus is this element performed on?"
+SET_STEM = "Which group of elements does this move belong to?"
+ATTRIBUTE_STEM = "About the move this athlete is performing, answer yes or no: {question}"
+YES_NO_OPTIONS = ("yes", "no")
+# Stems of "how many" questions per numeric attribute; attributes without a stem get no count question.
+COUNT_STEMS: dict[str, str] = {
+    "twists": "How many twists does the athlete perform in this element?",
+    "saltos": "How many saltos does the athlete perform in this element?",
+    "turns": "How many turns does the athlete perform in this element?",
+}
+
+
+class GeneratorError(ValueError):
+    """The inputs cannot produce the requested questions (unknown type, too few classes…)."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    """What the generator needs to know about one clip."""
+
+    video: str  # clip id without extension (the record's ``video``)
+    label: int
+    frame_length: int = 0
+
+
+@dataclass
+class GeneratorConfig:
+    """Knobs of :class:`QuestionGenerator`."""
+
+    types: tuple[str, ...] = ("what",)  # answer types to generate, in per-clip order
+    distractors: str = "uniform"  # "uniform" (official), "hard" (same set, then event) or "frequency"
+    num_options: int = 4  # options of multiple-choice types (fewer if fewer distinct answers exist)
+    seed: int = 0
+    dataset: str = "finegym"  # the records' ``dataset`` field
+    attributes_per_clip: int = 1  # yes/no Qtree questions per clip; 0 = every question of the element
+    count_attributes: tuple[str, ...] = tuple(COUNT_STEMS)  # numeric attributes asked as "how many"
+    start_id: int = 0  # first question id (7 digits)
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.types if t not in ANSWER_TYPES]
+        if unknown or not self.types:
+            raise GeneratorError(
+                f"unknown answer type(s) {unknown or self.types}; choose from {', '.join(ANSWER_TYPES)}"
+            )
+        if self.distractors not in DISTRACTOR_MODES:
+            raise GeneratorError(
+                f"distractors must be one of {', '.join(DISTRACTOR_MODES)}, got {self.distractors!r}"
+            )
+        if not 2 <= self.num_options <= len(OPTION_LETTERS):
+            raise GeneratorError(f"num_options must be in 2..{len(OPTION_LETTERS)}, got {self.num_options}")
+        if self.attributes_per_clip < 0:
+            raise GeneratorError("attributes_per_clip must be >= 0")
+
+
+# ------------------------------------------------------------------------------------------ clips
+def clips_from_list(
+    path: str | Path, num_classes: int | None = None, clips_dir: str | Path | None = None
+) -> list[Clip]:
+    """Clips of a list file or element list (same grammar: ``<path or clip id> <label>``).
+
+    ``frame_length`` is read with PyAV from the clip file when it exists (the listed path, or
+    ``<clips_dir>/<clip_id>.<ext>``); otherwise it is 0, e.g. for FineGym element lists without videos.
+    """
+    entries = read_list(path, num_classes)
+    files = index_clips(clips_dir) if clips_dir is not None else {}
+    clips = []
+    for entry in entries:
+        video = clip_id_of(entry.raw_path)
+        file = entry.path if entry.path.is_file() else files.get(video)
+        frames = count_frames(file) if file is not None else 0
+        clips.append(Clip(video=video, label=entry.label, frame_length=frames))
+    return clips
+
+
+# -------------------------------------------------------------------------------------- helpers
+class LetterCycle:
+    """Shuffled balanced cycle: every block of ``n`` draws holds each of the ``n`` indices once."""
+
+    def __init__(self, n: int, rng: random.Random) -> None:
+        self.n, self.rng, self._bag = n, rng, []
+
+    def next(self) -> int:
+        if not self._bag:
+            self._bag = list(range(self.n))
+            self.rng.shuffle(self._bag)
+        return self._bag.pop()
+
+
+def tidy_attribute_question(text: str) -> str:
+    """Normalise a Qtree question: single spaces, no space before "?", a final "?"."""
+    text = " ".join(text.split()).replace(" ?", "?")
+    return text if text.endswith("?") else text + "?"
+
+
+def format_count(value: float) -> str:
+    """``1.0`` → "1", ``0.5`` → "0.5" (option text of count questions)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def predicted_same_event_share(hierarchy: Hierarchy, labels: Sequence[int]) -> float:
+    """Expected share of same-event distractors under ``uniform`` sampling, in closed form.
+
+    Each distractor slot is marginally uniform over the distinct names other than the answer's, so
+    for a question about class c the expected share is E_c / (U − 1): U distinct names, E_c of them
+    (other than c's name) carried by at least one class of c's event. Averaged over the questions.
+    """
+    groups = hierarchy.name_groups
+    name_events = {name: {hierarchy.event_of(label) for label in ls} for name, ls in groups.items()}
+    per_label_share: dict[int, float] = {}
+    for label in set(labels):
+        own, event = hierarchy.name_of(label), hierarchy.event_of(label)
+        same = sum(1 for name, events in name_events.items() if name != own and event in events)
+        per_label_share[label] = same / (len(groups) - 1)
+    return sum(per_label_share[label] for label in labels) / len(labels) if labels else 0.0
+
+
+# ------------------------------------------------------------------------------------ generator
+@dataclass
+class _TypeStats:
+    questions: int = 0
+    letters: Counter = field(default_factory=Counter)
+    option_counts: Counter = field(default_factory=Counter)
+    skipped_clips: int = 0
+
+
+class QuestionGenerator:
+    """Builds Gym-QA questions for clips of one hierarchy. ``generate`` returns questions + a summary."""
+
+    def __init__(self, hierarchy: Hierarchy, config: GeneratorConfig | None = None) -> None:
+        self.hierarchy = hierarchy
+        self.config = config or GeneratorConfig()
+        h = hierarchy
+        self._names = list(h.name_groups)  # distinct names in first-appearance order
+        self._name_sets = {name: {h.set_of(label) for label in ls} for name, ls in h.name_groups.items()}
+        self._name_events = {name: {h.event_of(label) for label in ls} for name, ls in h.name_groups.items()}
+        self._set_names = {s: h.set_display_name(s) for s in h.used_sets}
+        if len(set(self._set_names.values())) != len(self._set_names):
+            raise GeneratorError("two sets render to the same option text; set names must be distinct")
+        self._candidates: dict[int, list[list[str]]] = {}  # label -> distractor tiers (cache)
+        self._answer_counts: dict[str, Counter] = {}  # answer type -> answer-text counts ("frequency" mode)
+        self._values: dict[str, list[float]] = {}  # numeric attribute -> distinct values (cache)
+
+    # ----------------------------------------------------------------------------- distractors
+    def _what_tiers(self, label: int) -> list[list[str]]:
+        if label not in self._candidates:
+            own = self.hierarchy.name_of(label)
+            set_id, event = self.hierarchy.set_of(label), self.hierarchy.event_of(label)
+            others = [n for n in self._names if n != own]
+            if self.config.distractors != "hard":
+                tiers = [others]
+            else:
+                same_set = [n for n in others if set_id in self._name_sets[n]]
+                same_event = [
+                    n for n in others if event in self._name_events[n] and set_id not in self._name_sets[n]
+                ]
+                rest = [n for n in others if event not in self._name_events[n]]
+                tiers = [same_set, same_event, rest]
+            self._candidates[label] = tiers
+        return self._candidates[label]
+
+    @staticmethod
+    def _draw(
+        tiers: list[list[str]], k: int, rng: random.Random, weights: Counter | None = None
+    ) -> list[str]:
+        """``k`` distinct items, exhausting earlier tiers first.
+
+        Uniform within a tier, or, with ``weights``, drawn one at a time with probability proportional
+        to the weight among the items left (weight-0 items only once the weighted ones run out).
+        """
+        out: list[str] = []
+        for tier in tiers:
+            need = k - len(out)
+            if need <= 0:
+                break
+            if weights is None:
+                out += rng.sample(tier, min(need, len(tier)))
+                continue
+            left = [item for item in tier if weights.get(item, 0) > 0]
+            while need > 0 and left:
+                pick = rng.choices(left, weights=[weights[item] for item in left])[0]
+                left.remove(pick)
+                out.append(pick)
+                need -= 1
+            unweighted = [item for item in tier if weights.get(item, 0) <= 0]
+            out += rng.sample(unweighted, min(need, len(unweighted)))
+        rng.shuffle(out)  # tier order must not leak into option positions
+        return out
+
+    def _multiple_choice(
+        self,
+        stem: str,
+        answer: str,
+        tiers: list[list[str]],
+        rng: random.Random,
+        cycle: Callable[[int], int],
+        answer_type: str,
+    ) -> tuple[str, int] | None:
+        total = 1 + sum(len(t) for t in tiers)
+        n = min(self.config.num_options, total)
+        if n < 2:
+            return None
+        weights = self._answer_counts.get(answer_type) if self.config.distractors == "frequency" else None
+        distractors = self._draw(tiers, n - 1, rng, weights)
+        position = cycle(n)
+        options = distractors[:position] + [answer] + distractors[position:]
+        return join_options(stem, options), position
+
+    # ------------------------------------------------------------------------------- per type
+    def _what(self, clip: Clip, rng: random.Random, cycle: Callable[[int], int]) -> list[tuple[str, int]]:
+        made = self._multiple_choice(
+            WHAT_STEM, self.hierarchy.name_of(clip.label), self._what_tiers(clip.label), rng, cycle, "what"
+        )
+        return [made] if made else []
+
+    def _event(self, clip: Clip, rng: random.Random, cycle: Callable[[int], int]) -> list[tuple[str, int]]:
+        event = self.hierarchy.event_of(clip.label)
+        others = [EVENT_NAMES[e] for e in self.hierarchy.events if e != event]
+        made = self._multiple_choice(EVENT_STEM, EVENT_NAMES[event], [others], rng, cycle, "event")
+        return [made] if made else []
+
+    def _set(self, clip: Clip, rng: random.Random, cycle: Callable[[int], int]) -> list[tuple[str, int]]:
+        own = self.hierarchy.set_of(clip.label)
+        event = self.hierarchy.event_of(clip.label)
+        others = [s for s in self._set_names if s != own]
+        if self.config.distractors != "hard":
+            tiers = [[self._set_names[s] for s in others]]
+        else:
+            event_of_set = {s: self.hierarchy.event_of(self.hierarchy.labels_in_set(s)[0]) for s in others}
+            tiers = [
+                [self._set_names[s] for s in others if event_of_set[s] == event],
+                [self._set_names[s] for s in others if event_of_set[s] != event],
+            ]
+        made = self._multiple_choice(SET_STEM, self._set_names[own], tiers, rng, cycle, "set")
+        return [made] if made else []
+
+    def _attribute(self, clip: Clip, rng: random.Random, balance: Counter) -> list[tuple[str, int]]:
+        answers = list(self.hierarchy.attributes_of(clip.label))
+        if not answers:
+            return []
+        if self.config.attributes_per_clip == 0:
+            chosen = answers
+        else:
+            chosen = []
+            pool = list(answers)
+            for _ in range(min(self.config.attributes_per_clip, len(pool))):
+                # Greedy balancing. First per question text: Qtree answers are skewed per question
+                # ("round-off onto the springboard?" is mostly yes), so asking every question equally
+                # often lets a video-blind P(yes | question) prior score ~75 %. Prefer the question whose
+                # answer for this element is the one that question has been given less often so far;
+                # then the globally rarer answer (A = yes), which keeps the letters balanced.
+                def need(a: AttributeAnswer) -> tuple[int, int, float]:
+                    text = a.question
+                    return (
+                        balance[text, not a.answer] - balance[text, a.answer],
+                        balance[None, not a.answer] - balance[None, a.answer],
+                        rng.random(),
+                    )
+
+                pick = max(pool, key=need)
+                pool.remove(pick)
+                chosen.append(pick)
+                balance[pick.question, pick.answer] += 1
+                balance[None, pick.answer] += 1
+        made = []
+        for attribute in chosen:
+            stem = ATTRIBUTE_STEM.format(question=tidy_attribute_question(attribute.question))
+            made.append((join_options(stem, list(YES_NO_OPTIONS)), 0 if attribute.answer else 1))
+        return made
+
+    def _count(self, clip: Clip, rng: random.Random, cycle: Callable[[int], int]) -> list[tuple[str, int]]:
+        attrs = self.hierarchy.class_attributes.get(clip.label, {})
+        made = []
+        for name in self.config.count_attributes:
+            value = attrs.get(name)
+            if name not in COUNT_STEMS or not isinstance(value, int | float):
+                continue
+            others = [v for v in self._attribute_values(name) if v != value]
+            if self.config.distractors == "hard":
+                # Nearest counts first (random among equally near), the plausible confusions.
+                rng.shuffle(others)
+                others.sort(key=lambda v: abs(v - value))
+                tiers = [
+                    [format_count(v) for v in others[: self.config.num_options - 1]],
+                    [format_count(v) for v in others[self.config.num_options - 1 :]],
+                ]
+            else:
+                tiers = [[format_count(v) for v in others]]
+            result = self._multiple_choice(
+                COUNT_STEMS[name], format_count(value), tiers, rng, cycle, f"count:{name}"
+            )
+            if result:
+                made.append(result)
+        return made
+
+    def _attribute_values(self, name: str) -> list[float]:
+        """Distinct values of a numeric class attribute over all classes (cached): the count options."""
+        if name not in self._values:
+            attrs = self.hierarchy.class_attributes.values()
+            self._values[name] = sorted({v for a in attrs if isinstance(v := a.get(name), int | float)})
+        return self._values[name]
+
+    # ---------------------------------------------------------------------------------- driver
+    def generate(self, clips: Sequence[Clip]) -> tuple[list[Question], dict[str, Any]]:
+        """Questions for ``clips`` (clip-major, ids from ``start_id``) and a summary dict."""
+        config = self.config
+        for index, clip in enumerate(clips):
+            if not 0 <= clip.label < self.hierarchy.num_classes:
+                raise GeneratorError(
+                    f"clip #{index} ({clip.video}) has label {clip.label}, outside "
+                    f"[0, {self.hierarchy.num_classes})"
+                )
+        self._answer_counts = self._count_answers(clips)
+        makers = {
+            "what": self._what,
+            "event": self._event,
+            "set": self._set,
+            "attribute": self._attribute,
+            "count": self._count,
+        }
+        rngs = {t: random.Random(f"gymqa:{config.seed}:{t}") for t in config.types}
+        cycles: dict[tuple[str, int], LetterCycle] = {}
+        stats = {t: _TypeStats() for t in config.types}
+
+        def cycle_for(answer_type: str) -> Callable[[int], int]:
+            def draw(n: int) -> int:
+                key = (answer_type, n)
+                if key not in cycles:
+                    cycles[key] = LetterCycle(
+                        n, random.Random(f"gymqa-letters:{config.seed}:{answer_type}:{n}")
+                    )
+                return cycles[key].next()
+
+            return draw
+
+        yes_no_balance: Counter = Counter()
+        questions: list[Question] = []
+        labels: list[int] = []  # class of each question, for the distractor statistics
+        next_id = config.start_id
+        for clip in clips:
+            for answer_type in config.types:
+                cycle: Any = yes_no_balance if answer_type == "attribute" else cycle_for(answer_type)
+                try:
+                    made = makers[answer_type](clip, rngs[answer_type], cycle)
+                except QuestionFormatError as err:
+                    raise GeneratorError(f"clip {clip.video}: {err}") from None
+                if not made:
+                    stats[answer_type].skipped_clips += 1
+                for text, position in made:
+                    question = Question(
+                        answer=OPTION_LETTERS[position],
+                        question=text,
+                        answer_type=answer_type,
+                        question_id=format_question_id(next_id),
+                        dataset=config.dataset,
+                        video=clip.video,
+                        frame_length=clip.frame_length,
+                    )
+                    next_id += 1
+                    questions.append(question)
+                    labels.append(clip.label)
+                    stats[answer_type].questions += 1
+                    stats[answer_type].letters[question.answer] += 1
+                    stats[answer_type].option_counts[len(question.options)] += 1
+        return questions, self._summary(clips, questions, labels, stats)
+
+    def _count_answers(self, clips: Sequence[Clip]) -> dict[str, Counter]:
+        """How often each option text is the correct answer among ``clips``, per answer type."""
+        h = self.hierarchy
+        counts: dict[str, Counter] = {"what": Counter(), "event": Counter(), "set": Counter()}
+        for clip in clips:
+            counts["what"][h.name_of(clip.label)] += 1
+            counts["event"][EVENT_NAMES[h.event_of(clip.label)]] += 1
+            counts["set"][self._set_names[h.set_of(clip.label)]] += 1
+            for name, value in h.class_attributes.get(clip.label, {}).items():
+                if isinstance(value, int | float):
+                    counts.setdefault(f"count:{name}", Counter())[format_count(value)] += 1
+        return counts
+
+    # --------------------------------------------------------------------------------- summary
+    def _summary(
+        self,
+        clips: Sequence[Clip],
+        questions: list[Question],
+        labels: list[int],
+        stats: dict[str, _TypeStats],
+    ) -> dict[str, Any]:
+        h = self.hierarchy
+        by_type: dict[str, Any] = {}
+        for answer_type, s in stats.items():
+            entry: dict[str, Any] = {
+                "questions": s.questions,
+                "skipped_clips": s.skipped_clips,
+                "options": {str(k): v for k, v in sorted(s.option_counts.items())},
+                "letters": dict(sorted(s.letters.items())),
+            }
+            if len(s.option_counts) == 1:  # a χ² on letters is only meaningful for one option count
+                n = next(iter(s.option_counts))
+                chi2, p = chi_square_uniform([s.letters.get(OPTION_LETTERS[i], 0) for i in range(n)])
+                entry["letters_chi2"], entry["letters_p_value"] = round(chi2, 4), p
+            by_type[answer_type] = entry
+        duplicates = sum(1 for q in questions if len(set(q.options)) != len(q.options))
+        summary: dict[str, Any] = {
+            "questions": len(questions),
+            "clips": len(clips),
+            "seed": self.config.seed,
+            "distractors": self.config.distractors,
+            "by_type": by_type,
+            "questions_with_duplicate_options": duplicates,
+        }
+        if "what" in stats:
+            summary["what_distractors"] = self._distractor_stats(questions, labels)
+        if "attribute" in stats:
+            classes = {clip.label for clip in clips}
+            with_qtree = {label for label in classes if h.attributes_of(label)}
+            attribute_questions = [q for q in questions if q.answer_type == "attribute"]
+            summary["attribute_coverage"] = {
+                "classes_in_list": len(classes),
+                "classes_with_attributes": len(with_qtree),
+                "classes_without_attributes": sorted(classes - with_qtree),
+                "yes_share": (
+                    sum(q.answer == "A" for q in attribute_questions) / len(attribute_questions)
+                    if attribute_questions
+                    else None
+                ),
+            }
+        return summary
+
+    def _distractor_stats(self, questions: list[Question], labels: list[int]) -> dict[str, Any]:
+        h = self.hierarchy
+        same_set = same_event = total = 0
+        what_labels = []
+        for q, label in zip(questions, labels, strict=True):
+            if q.answer_type != "what":
+                continue
+            what_labels.append(label)
+            for i, option in enumerate(q.options):
+                if i == q.answer_index:
+                    continue
+                total += 1
+                same_set += h.set_of(label) in self._name_sets[option]
+                same_event += h.event_of(label) in self._name_events[option]
+        return {
+            "distractors": total,
+            "same_set_share": same_set / total if total else None,
+            "same_event_share": same_event / total if total else None,
+            "predicted_same_event_share_uniform": predicted_same_event_share(h, what_labels),
+        }
+
+
+def parse_answer_types(text: str) -> tuple[str, ...]:
+    """Parse a comma-separated ``--types`` value (``all`` = every type); unknown names raise."""
+    parts = tuple(p.strip() for p in text.split(",") if p.strip())
+    types = ANSWER_TYPES if parts == ("all",) else parts
+    unknown = [t for t in types if t not in ANSWER_TYPES]
+    if unknown or not types:
+        raise GeneratorError(
+            f"unknown answer type(s) {', '.join(unknown) or text!r}; choose from "
+            f"{', '.join(ANSWER_TYPES)} or all"
+        )
+    return types

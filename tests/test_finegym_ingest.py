@@ -1,0 +1,96 @@
+"""FineGym ingestion: element lists + a clip folder → list file of present clips and a missing-clip report."""
+
+import os
+import runpy
+from pathlib import Path
+
+import pytest
+
+from gym_qa.clips import clip_id_of, index_clips
+from gym_qa.finegym import ingest, parse_clip_id, read_element_list, write_ingest_outputs
+from gym_qa.lists import ListFileError, read_list
+
+FINEGYM = Path(
+    os.environ.get("SEFAR_FINEGYM_DIR", Path(__file__).resolve().parents[2] / "shared" / "finegym")
+)
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+IDS = [
+    "0LtLS9wROrk_E_002407_002435_A_0003_0005",
+    "0LtLS9wROrk_E_002407_002435_A_0006_0008",
+    "a-b_c_E_1_2_A_3_4",
+    "synth_000017",
+]
+
+
+def test_parse_clip_id():
+    assert parse_clip_id(IDS[0]) == ("0LtLS9wROrk", (2407, 2435), (3, 5))
+    assert parse_clip_id(IDS[2]) == ("a-b_c", (1, 2), (3, 4))  # YouTube ids may hold '_' and '-'
+    assert parse_clip_id("synth_000017") is None
+    assert clip_id_of("x/clip.MP4") == "clip" and clip_id_of(IDS[0]) == IDS[0]
+
+
+@pytest.mark.skipif(not (FINEGYM / "gym99_val_element.txt").is_file(), reason="FineGym metadata absent")
+def test_read_gym99_val_element_list():
+    clips = read_element_list(FINEGYM / "gym99_val_element.txt", num_classes=99)
+    assert len(clips) == 8521
+    assert (clips[0].clip_id, clips[0].label, clips[0].line, clips[0].video_id) == (
+        IDS[0],
+        78,
+        1,
+        "0LtLS9wROrk",
+    )
+
+
+def test_element_list_errors(tmp_path: Path):
+    path = tmp_path / "elements.txt"
+    path.write_text(f"{IDS[0]} 1\n{IDS[1]} 2\n{IDS[0]} 3\n")
+    with pytest.raises(ListFileError, match=r"elements\.txt:3: clip .* already listed at line 1"):
+        read_element_list(path)
+    path.write_text(f"{IDS[0]} 1\n{IDS[1]}\n")
+    with pytest.raises(ListFileError, match=r"elements\.txt:2: expected"):
+        read_element_list(path)
+    path.write_text(f"{IDS[0]} 100\n")
+    with pytest.raises(ListFileError, match=r"elements\.txt:1: label 100 out of range"):
+        read_element_list(path, num_classes=99)
+
+
+def make_folder(tmp_path: Path) -> tuple[Path, Path]:
+    elements = tmp_path / "elements.txt"
+    elements.write_text("# FineGym-style\r\n" + "".join(f"{clip} {i}\r\n" for i, clip in enumerate(IDS)))
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in (f"{IDS[0]}.mkv", f"{IDS[0]}.mp4", f"{IDS[3]}.webm", "notes.txt", f"{IDS[2]}.txt"):
+        (clips / name).write_bytes(b"")  # ingestion never decodes: names are enough
+    return elements, clips
+
+
+def test_ingest_lists_present_and_reports_missing(tmp_path: Path):
+    elements, clips = make_folder(tmp_path)
+    assert index_clips(clips)[IDS[0]].suffix == ".mp4"  # .mp4 preferred over .mkv, whatever the listing order
+    result = ingest(elements, clips)
+    assert result.total == 4 and [c.clip_id for c in result.missing] == [IDS[1], IDS[2]]
+    write_ingest_outputs(result, tmp_path / "out" / "list.csv", tmp_path / "out" / "missing.txt")
+    entries = read_list(tmp_path / "out" / "list.csv")
+    assert [(e.path.name, e.label) for e in entries] == [(f"{IDS[0]}.mp4", 0), (f"{IDS[3]}.webm", 3)]
+    assert entries[0].path == (clips / f"{IDS[0]}.mp4").resolve()
+    missing = read_element_list(tmp_path / "out" / "missing.txt")  # the report is itself an element list
+    assert [(c.clip_id, c.label) for c in missing] == [(IDS[1], 1), (IDS[2], 2)]
+    assert (tmp_path / "out" / "missing.txt").read_text().startswith("# 2 of 4 clips missing")
+
+
+def test_ingest_script(tmp_path: Path, capsys):
+    elements, clips = make_folder(tmp_path)
+    main = runpy.run_path(str(SCRIPTS / "ingest_finegym.py"))["main"]
+    out = tmp_path / "list.csv"
+    assert main(["--elements", str(elements), "--clips", str(clips), "--out", str(out)]) == 0
+    assert "2 of 4 clips found" in capsys.readouterr().out
+    assert (tmp_path / "list.csv.missing.txt").is_file()
+    assert (
+        main(["--elements", str(elements), "--clips", str(clips), "--out", str(out), "--fail-on-missing"])
+        == 1
+    )
+    assert main(["--elements", str(elements), "--clips", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "clip folder not found" in capsys.readouterr().err
+    elements.write_text(f"{IDS[0]} x\n")
+    assert main(["--elements", str(elements), "--clips", str(clips), "--out", str(out)]) == 2
+    assert "elements.txt:1" in capsys.readouterr().err
