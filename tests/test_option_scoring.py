@@ -1,0 +1,108 @@
+"""Option-likelihood scoring: the shared-prefix batched path equals per-option full forwards, and its NLLs
+equal the training loss of the same answers."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_llm_fixtures import tiny_llm_dir  # noqa: F401
+
+from mllm.language_model import LLMConfig
+from mllm.multimodal_model import MultimodalConfig, MultimodalModel
+from mllm.option_scoring import (
+    OptionScores,
+    option_logits_cached,
+    option_logits_full,
+    score_options,
+    score_question,
+    scores_from_logits,
+)
+from mllm.prompting import IGNORE_INDEX, PromptBuilder, Turn
+from mllm.tokenizer import load_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+N, D_ENC = 6, 16
+QUESTION = (
+    "What gymnastics move is this athlete performing? A.salto B.split jump C.switch leap D.giant circle"
+)
+OPTIONS = ["A.salto", "B.split jump", "C.switch leap with 0.5 turn", "D.giant circle backward with 1 turn"]
+
+
+@pytest.fixture()
+def setup(tiny_llm_dir: Path) -> tuple[MultimodalModel, PromptBuilder, torch.Tensor]:  # noqa: F811
+    torch.manual_seed(0)
+    cfg = MultimodalConfig(llm=LLMConfig(name_or_path=str(tiny_llm_dir)))
+    model = MultimodalModel.build(cfg, video_token_id=0, encoder_dim=D_ENC).eval()
+    builder = PromptBuilder(load_tokenizer(tiny_llm_dir), num_video_tokens=N)
+    return model, builder, torch.randn(1, N, D_ENC)
+
+
+def test_cached_batched_logits_equal_full_forwards(setup):
+    model, builder, video = setup
+    prompt = builder.encode(Turn(QUESTION))
+    prefix = model.embed(torch.tensor([prompt.input_ids]), video)  # [1, P, D] with video tokens
+    one_token = [builder.tokenizer.eos_token_id]
+    options = [builder.encode_answer(o) for o in OPTIONS] + [one_token]
+    cached, ids, mask = option_logits_cached(
+        model.llm, prefix, options, pad_id=builder.tokenizer.pad_token_id
+    )
+    full, ids_full, mask_full = option_logits_full(
+        model.llm, prefix, options, pad_id=builder.tokenizer.pad_token_id
+    )
+    assert torch.equal(ids, ids_full) and torch.equal(mask, mask_full)
+    assert cached.shape == full.shape == (len(options), max(map(len, options)), model.llm.config.vocab_size)
+    real = mask.bool()
+    assert (cached[real] - full[real]).abs().max() < 1e-4
+    a, b = scores_from_logits(cached, ids, mask), scores_from_logits(full, ids, mask)
+    assert torch.allclose(a.nll_sum, b.nll_sum, atol=1e-4)
+    assert a.num_tokens.tolist() == [float(len(o)) for o in options]
+
+
+def test_option_nll_equals_the_training_loss_of_that_answer(setup):
+    model, builder, video = setup
+    scores = score_question(model, builder, QUESTION, OPTIONS, video)
+    for k, option in enumerate(OPTIONS):
+        sample = builder.encode(Turn(QUESTION, option))
+        ids, labels = torch.tensor([sample.input_ids]), torch.tensor([sample.labels])
+        with torch.no_grad():
+            loss = model(ids, torch.ones_like(ids), labels, video).loss  # mean over answer tokens + EOS
+        count = int((labels != IGNORE_INDEX).sum())
+        assert scores.num_tokens[k] == count
+        assert abs(float(loss) * count - float(scores.nll_sum[k])) < 1e-3
+    full = score_question(model, builder, QUESTION, OPTIONS, video, method="full")
+    assert torch.allclose(scores.nll_sum, full.nll_sum, atol=1e-4)
+
+
+def test_option_scores_choose_the_lowest_nll():
+    scores = OptionScores(nll_sum=torch.tensor([4.0, 3.0, 9.0]), num_tokens=torch.tensor([2.0, 1.0, 9.0]))
+    assert scores.best() == 1 and scores.best(per_token=True) == 2
+    assert scores.nll_mean.tolist() == [2.0, 3.0, 1.0]
+
+
+def test_bad_inputs(setup):
+    model, _, _ = setup
+    prefix = torch.zeros(2, 3, model.llm.config.hidden_size)
+    with pytest.raises(ValueError, match=r"\[1, P, D\]"):
+        option_logits_cached(model.llm, prefix, [[1]])
+    with pytest.raises(ValueError, match="at least one token"):
+        score_options(model.llm, prefix[:1], [[1], []])
+    with pytest.raises(ValueError, match="method"):
+        score_options(model.llm, prefix[:1], [[1]], method="beam")
+
+
+def test_benchmark_script_prints_the_speedup_json(tiny_llm_dir: Path, capsys: pytest.CaptureFixture[str]):  # noqa: F811
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import bench_option_scoring
+    finally:
+        sys.path.pop(0)
+    assert (
+        bench_option_scoring.main(["--model", str(tiny_llm_dir), "--repeats", "1", "--video-tokens", "8"])
+        == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    speedup = report["mc_prefix_speedup"]
+    assert set(speedup) == {"ratio", "a", "b", "unit", "how"} and speedup["unit"] == "s"
+    assert speedup["ratio"] > 0 and "machine" in report
