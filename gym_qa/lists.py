@@ -62,7 +62,8 @@ def read_list(path: str | Path, num_classes: int | None = None) -> list[ListEntr
 
 
 def write_list(path: str | Path, items: list[tuple[str | Path, int]], relative: bool = True) -> None:
-    """Write ``<path> <label>`` lines; with ``relative`` paths are written relative to the list's folder.
+    """Write ``<path> <label>`` lines; with ``relative`` paths are written relative to the list's folder
+    (input paths are file-system paths: absolute, or relative to the working directory).
 
     Written to a temporary name and renamed, so a reader never sees half a list.
     """
@@ -74,8 +75,9 @@ def write_list(path: str | Path, items: list[tuple[str | Path, int]], relative: 
         p = Path(item_path)
         if any(ch.isspace() for ch in str(p)):
             raise ListFileError(f"{path}: clip path {str(p)!r} contains white space, which lists cannot hold")
-        if relative and p.is_absolute():
-            p = Path(os.path.relpath(p, base))
+        if relative:
+            # a relative input path means relative to the working directory, like any file path
+            p = Path(os.path.relpath(p.resolve(), base))
         lines.append(f"{p.as_posix()} {int(label)}\n")
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(lines), encoding="utf-8")

@@ -56,3 +56,10 @@ def test_check_disjoint(tmp_path: Path):
     write_list(tmp_path / "test.csv", [(tmp_path / "b.mp4", 1)])
     with pytest.raises(ListFileError, match="both 'val' and 'test'"):
         check_disjoint(val=read_list(tmp_path / "val.csv"), test=read_list(tmp_path / "test.csv"))
+
+
+def test_write_list_relative_input_is_relative_to_cwd(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_list(Path("data/ds/val.csv"), [(Path("data/ds/videos/a.mp4"), 0)])
+    assert (tmp_path / "data/ds/val.csv").read_text() == "videos/a.mp4 0\n"
+    assert read_list(tmp_path / "data/ds/val.csv")[0].path == tmp_path / "data/ds/videos/a.mp4"

@@ -1,0 +1,247 @@
+"""Decoding: turn a video file into uint8 RGB frames (SPEC §1.4). The one way to read a clip.
+
+    clip = open_video(path, backend="decord")   # header only: clip.num_frames
+    frames = clip.get(indices)                  # [T, H, W, 3] uint8 RGB, any order, duplicates allowed
+    clip.close()
+
+decord (``VideoReader.get_batch``) is the default backend, PyAV the fallback and the reference in tests
+(both are frame-exact on H.264 clips written by PyAV). Any pixel format (grayscale, yuv444p, full-range
+yuvj) comes out as 3-channel RGB. Every failure that is the file's fault (missing, empty, not a video,
+truncated) raises :class:`DecodeError` naming the file with a one-line reason; the library's own
+exception is not chained, so users never see a deep decord/FFmpeg traceback.
+
+Readers hold open file handles and native state, so they are opened per sample inside the process that
+decodes (DataLoader workers), never created up front and pickled into workers. ``DECODE_COUNTER`` counts
+calls that decode pixels from a file, so tests can assert "one decode per sample".
+
+Shape notation: T requested frames, H/W pixels of the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, Protocol, Self
+
+import numpy as np
+
+Backend = Literal["decord", "pyav"]
+BACKENDS: tuple[str, ...] = ("decord", "pyav")
+
+
+class DecodeError(RuntimeError):
+    """A clip cannot be decoded; ``str(err)`` names the file and the reason.
+
+    ``reason`` may be omitted so that a message re-raised across a DataLoader worker (which rebuilds the
+    exception from its text alone) keeps the original wording.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str | None = None):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(self.path if reason is None else f"{self.path}: cannot decode video ({reason})")
+
+
+class DecodeCounter:
+    """How many times pixels were decoded from a file in this process (one ``get`` = one call)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self) -> None:
+        self.count += 1
+
+    def reset(self) -> None:
+        self.count = 0
+
+
+DECODE_COUNTER = DecodeCounter()
+
+
+class VideoClip(Protocol):
+    """An opened clip. ``get(indices) -> [T, H, W, 3]`` uint8 RGB; indices in ``[0, num_frames)``."""
+
+    path: str
+    num_frames: int
+
+    def get(self, indices: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+def _check_file(path: Path) -> None:
+    """Cheap checks with clearer messages than the decoders give (theirs read 'invalid data')."""
+    if not path.exists():
+        raise DecodeError(path, "file not found")
+    if not path.is_file():
+        raise DecodeError(path, "not a regular file")
+    if path.stat().st_size == 0:
+        raise DecodeError(path, "empty file (0 bytes)")
+
+
+def _check_indices(path: str, indices: np.ndarray, num_frames: int) -> np.ndarray:
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if indices.size and (indices.min() < 0 or indices.max() >= num_frames):
+        # A caller bug, not a bad file: the sampler only picks indices in [0, num_frames).
+        raise IndexError(f"{path}: frame indices {indices.tolist()} outside [0, {num_frames})")
+    return indices
+
+
+def _short_reason(err: BaseException) -> str:
+    """The first line of a library message, without decord's '[hh:mm:ss] /src/...cc:123:' prefix."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if ".cc:" in text:
+        text = text.split(".cc:", 1)[1].split(":", 1)[-1].strip()
+    if text.startswith("Error reading"):  # decord's open failure; FFmpeg's cause went to its (muted) log
+        text = "not a video, or its container index is missing or damaged"
+    return text[:200]
+
+
+class _DecordClip:
+    """decord reader; one ``get_batch`` over the sorted unique indices, then re-expanded."""
+
+    def __init__(self, path: Path, num_threads: int):
+        try:
+            import decord
+        except ImportError as err:  # decord has no wheels for some platforms (e.g. macOS arm64)
+            raise ImportError("decord is not installed; use backend='pyav'") from err
+        from decord._ffi.base import DECORDError
+
+        decord.logging.set_level(decord.logging.QUIET)  # FFmpeg chatter would flood worker logs
+        self._errors = (RuntimeError, DECORDError)
+        self.path = str(path)
+        try:
+            self._reader = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=num_threads)
+            self.num_frames = len(self._reader)
+        except self._errors as err:  # messages carry C++ source context; keep the first line
+            raise DecodeError(path, _short_reason(err)) from None
+        if self.num_frames < 1:
+            raise DecodeError(path, "no video frames")
+
+    def get(self, indices: np.ndarray) -> np.ndarray:
+        indices = _check_indices(self.path, indices, self.num_frames)
+        # Sorted unique indices: each frame decoded once and decord seeks forward only.
+        unique, inverse = np.unique(indices, return_inverse=True)
+        DECODE_COUNTER.add()
+        try:
+            frames = self._reader.get_batch(unique.tolist()).asnumpy()
+        except self._errors as err:
+            raise DecodeError(self.path, _short_reason(err)) from None
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise DecodeError(self.path, f"unexpected decoded shape {frames.shape}")
+        return frames[inverse]
+
+    def close(self) -> None:
+        self._reader = None
+
+
+class _PyAVClip:
+    """PyAV reader; decodes sequentially up to the largest requested index (clips here are short)."""
+
+    def __init__(self, path: Path):
+        import av
+
+        self.path = str(path)
+        try:
+            self._container = av.open(self.path)
+        except (av.FFmpegError, OSError, UnicodeDecodeError) as err:
+            raise DecodeError(path, _short_reason(err)) from None
+        if not self._container.streams.video:
+            self.close()
+            raise DecodeError(path, "no video stream")
+        stream = self._container.streams.video[0]
+        stream.codec_context.thread_count = 1  # one thread per DataLoader worker; cores are few
+        self.num_frames = int(stream.frames)
+        if self.num_frames <= 0:
+            # Containers without a frame count in the header (mkv, webm): count packets, no decoding.
+            try:
+                self.num_frames = sum(1 for p in self._container.demux(stream) if p.size > 0)
+                self._container.seek(0)
+            except av.FFmpegError as err:
+                self.close()
+                raise DecodeError(path, _short_reason(err)) from None
+        if self.num_frames < 1:
+            self.close()
+            raise DecodeError(path, "no video frames")
+
+    def get(self, indices: np.ndarray) -> np.ndarray:
+        import av
+
+        indices = _check_indices(self.path, indices, self.num_frames)
+        wanted = set(indices.tolist())
+        last = max(wanted) if wanted else -1
+        found: dict[int, np.ndarray] = {}
+        DECODE_COUNTER.add()
+        try:
+            self._container.seek(0)
+            stream = self._container.streams.video[0]
+            for i, frame in enumerate(self._container.decode(stream)):
+                if i in wanted:
+                    found[i] = frame.to_ndarray(format="rgb24")  # any pix_fmt (gray, yuvj...) -> RGB
+                if i >= last:
+                    break
+        except av.FFmpegError as err:
+            raise DecodeError(self.path, _short_reason(err)) from None
+        if len(found) < len(wanted):
+            raise DecodeError(self.path, f"truncated: frame {last} of {self.num_frames} could not be decoded")
+        if not wanted:
+            return np.zeros((0, 0, 0, 3), dtype=np.uint8)
+        return np.stack([found[i] for i in indices.tolist()])
+
+    def close(self) -> None:
+        if getattr(self, "_container", None) is not None:
+            self._container.close()
+            self._container = None
+
+
+class _ClosingClip:
+    """Context-manager wrapper so ``with open_video(...) as clip:`` closes the reader."""
+
+    def __init__(self, clip: VideoClip):
+        self._clip = clip
+        self.path = clip.path
+        self.num_frames = clip.num_frames
+
+    def get(self, indices: np.ndarray) -> np.ndarray:
+        return self._clip.get(indices)
+
+    def close(self) -> None:
+        self._clip.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_video(path: str | os.PathLike, backend: Backend = "decord", num_threads: int = 1) -> _ClosingClip:
+    """Open a clip (reads the header, decodes nothing). Raises :class:`DecodeError` for bad files.
+
+    ``num_threads`` is decord's decoder thread count; 1 by default because each DataLoader worker
+    already occupies a core.
+    """
+    path = Path(path)
+    _check_file(path)
+    if backend == "decord":
+        return _ClosingClip(_DecordClip(path, num_threads))
+    if backend == "pyav":
+        return _ClosingClip(_PyAVClip(path))
+    raise ValueError(f"unknown decoding backend {backend!r}; choose one of {BACKENDS}")
+
+
+def read_frames(
+    path: str | os.PathLike, indices: np.ndarray | list[int], backend: Backend = "decord"
+) -> tuple[np.ndarray, int]:
+    """Decode ``indices`` of one clip: ``(frames [T, H, W, 3] uint8, num_frames)``."""
+    with open_video(path, backend) as clip:
+        return clip.get(np.asarray(indices)), clip.num_frames
+
+
+def probe(path: str | os.PathLike, backend: Backend = "decord", check_last_frame: bool = True) -> int:
+    """Frame count of a clip; with ``check_last_frame`` also decode the last frame (catches truncation,
+    which a header read alone misses when the index sits at the start of the file)."""
+    with open_video(path, backend) as clip:
+        if check_last_frame:
+            clip.get(np.array([clip.num_frames - 1]))
+        return clip.num_frames
