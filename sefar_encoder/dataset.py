@@ -422,14 +422,28 @@ class InfiniteBatchSampler(Sampler):
 
     Position ``p`` of the stream is item ``p % N`` of epoch ``p // N``'s permutation; its augmentation
     seed is ``(seed, stream, epoch, p % N)``. ``start_batch`` resumes exactly where a run stopped. Batches
-    run across epoch boundaries, so no item is dropped.
+    run across epoch boundaries, so no item is dropped. With ``shard=(rank, world)`` each process gets
+    items ``rank, rank + world, ...`` of every global batch, so any number of processes sees the same
+    global batches (``batch_size`` is the global size and must be divisible by ``world``).
     """
 
-    def __init__(self, num_items: int, batch_size: int, seed: int = 0, stream: int = 0, start_batch: int = 0):
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        seed: int = 0,
+        stream: int = 0,
+        start_batch: int = 0,
+        shard: tuple[int, int] = (0, 1),
+    ):
         if num_items < 1 or batch_size < 1:
             raise ValueError(f"need num_items >= 1 and batch_size >= 1, got {num_items}, {batch_size}")
+        rank, world = shard
+        if batch_size % world or not 0 <= rank < world:
+            raise ValueError(f"global batch {batch_size} cannot be split into shard {rank} of {world}")
         self.num_items, self.batch_size = num_items, batch_size
         self.seed, self.stream, self.start_batch = seed, stream, start_batch
+        self.rank, self.world = rank, world
 
     def __iter__(self) -> Iterator[list[tuple[int, tuple[int, ...]]]]:
         pos = self.start_batch * self.batch_size
@@ -442,14 +456,20 @@ class InfiniteBatchSampler(Sampler):
                     epoch, perm = e, epoch_permutation(self.num_items, self.seed, e, self.stream)
                 batch.append((int(perm[i]), (self.seed, self.stream, e, i)))
             pos += self.batch_size
-            yield batch
+            yield batch[self.rank :: self.world]
 
 
 def make_loader(dataset: VideoClipDataset, batch_sampler: Sampler, num_workers: int = 0) -> DataLoader:
-    """A DataLoader with :func:`collate_clips`; workers stay alive across batches."""
+    """A DataLoader with :func:`collate_clips`; workers stay alive across batches.
+
+    Its own generator keeps DataLoader start-up from drawing on torch's global RNG, which the training
+    script checkpoints for the model's randomness (dropout, token mixing): a resumed run then continues
+    that stream exactly, wherever the loader was re-created.
+    """
     return DataLoader(
         dataset,
         batch_sampler=batch_sampler,
+        generator=torch.Generator().manual_seed(0),
         num_workers=num_workers,
         collate_fn=collate_clips,
         persistent_workers=num_workers > 0,
@@ -482,9 +502,10 @@ class SemiSupervisedLoader:
         num_workers: int = 0,
         seed: int = 0,
         device: str | torch.device | None = None,
+        shard: tuple[int, int] = (0, 1),
     ):
         self.labeled, self.unlabeled = labeled, unlabeled
-        self.device = device
+        self.device, self.shard = device, shard
         self.batch_size, self.unlabeled_batch_size = batch_size, ratio * batch_size
         self.num_workers, self.seed = num_workers, seed
         self.steps_per_epoch = max(1, len(unlabeled) // self.unlabeled_batch_size)
@@ -494,16 +515,8 @@ class SemiSupervisedLoader:
 
     def steps(self, start: int = 0, count: int | None = None) -> Iterator[tuple[dict, dict]]:
         """Yield ``(labeled_batch, unlabeled_batch)`` for global steps ``start, start+1, ...``."""
-        labeled = make_loader(
-            self.labeled,
-            InfiniteBatchSampler(len(self.labeled), self.batch_size, self.seed, 0, start),
-            self.num_workers,
-        )
-        unlabeled = make_loader(
-            self.unlabeled,
-            InfiniteBatchSampler(len(self.unlabeled), self.unlabeled_batch_size, self.seed, 1, start),
-            self.num_workers,
-        )
+        labeled = self._loader(self.labeled, self.batch_size, 0, start)
+        unlabeled = self._loader(self.unlabeled, self.unlabeled_batch_size, 1, start)
         pairs = zip(labeled, unlabeled)
         for lab, unl in pairs if count is None else itertools.islice(pairs, count):
             for batch in (lab, unl):
@@ -516,6 +529,22 @@ class SemiSupervisedLoader:
                 finish_batch(lab, self.labeled.augment, self.device),
                 finish_batch(unl, self.unlabeled.augment, self.device),
             )
+
+    def labeled_steps(self, start: int = 0, count: int | None = None) -> Iterator[dict]:
+        """Only the labeled batches of steps ``start, start+1, ...`` (supervised phases decode nothing else);
+        they are the same batches :meth:`steps` pairs with unlabeled ones."""
+        batches = self._loader(self.labeled, self.batch_size, 0, start)
+        for lab in batches if count is None else itertools.islice(batches, count):
+            self.num_skipped += len(lab["skipped"])
+            self.skipped_paths.extend(lab["skipped"])
+            if len(lab["index"]) == 0:
+                self.empty_steps += 1
+                continue
+            yield finish_batch(lab, self.labeled.augment, self.device)
+
+    def _loader(self, dataset: VideoClipDataset, batch_size: int, stream: int, start: int) -> DataLoader:
+        sampler = InfiniteBatchSampler(len(dataset), batch_size, self.seed, stream, start, self.shard)
+        return make_loader(dataset, sampler, self.num_workers)
 
     def epoch(self, epoch: int) -> Iterator[tuple[dict, dict]]:
         """The steps of one epoch: ``steps(epoch * steps_per_epoch, steps_per_epoch)``."""
@@ -558,9 +587,13 @@ def build_datasets(
 
 
 def build_semi_loader(
-    cfg: DataConfig, datasets: dict[str, VideoClipDataset], device: str | torch.device | None = None
+    cfg: DataConfig,
+    datasets: dict[str, VideoClipDataset],
+    device: str | torch.device | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> SemiSupervisedLoader:
-    """The lock-step loader over ``datasets["train"]`` and ``datasets["unlabel"]`` with ``cfg``'s sizes."""
+    """The lock-step loader over ``datasets["train"]`` and ``datasets["unlabel"]`` with ``cfg``'s sizes
+    (``cfg.batch_size`` global; ``shard=(rank, world)`` takes this process's part of each batch)."""
     return SemiSupervisedLoader(
         datasets["train"],
         datasets["unlabel"],
@@ -569,6 +602,7 @@ def build_semi_loader(
         cfg.num_workers,
         cfg.seed,
         device,
+        shard,
     )
 
 

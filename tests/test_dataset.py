@@ -189,6 +189,21 @@ def test_loader_lock_step_and_resume(dataset_dir):  # noqa: F811
     assert loader.steps_per_epoch == len(datasets["unlabel"]) // 6
 
 
+def test_shards_partition_global_batches_and_labeled_steps_match(dataset_dir):  # noqa: F811
+    cfg = DataConfig(root=str(dataset_dir), image_size=32, batch_size=2, num_workers=0, validate=False)
+    datasets = build_datasets(cfg, 3, splits=("train", "unlabel"))
+    whole = list(build_semi_loader(cfg, datasets).steps(0, 2))
+    parts = [list(build_semi_loader(cfg, datasets, shard=(r, 2)).steps(0, 2)) for r in range(2)]
+    for step in range(2):
+        for b in (0, 1):  # labeled, unlabeled
+            merged = sorted(parts[0][step][b]["index"].tolist() + parts[1][step][b]["index"].tolist())
+            assert merged == sorted(whole[step][b]["index"].tolist())
+        assert torch.equal(parts[1][step][0]["video"], whole[step][0]["video"][1::2])
+    labeled_only = list(build_semi_loader(cfg, datasets).labeled_steps(0, 2))
+    for step in range(2):
+        assert torch.equal(labeled_only[step]["video"], whole[step][0]["video"])
+
+
 def test_workers_give_the_same_batches(dataset_dir):  # noqa: F811
     cfg = DataConfig(root=str(dataset_dir), image_size=32, batch_size=1, num_workers=0, validate=False)
     datasets = build_datasets(cfg, 3, splits=("train", "unlabel"))
