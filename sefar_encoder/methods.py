@@ -1,0 +1,252 @@
+"""The training objective of every method in one harness (SPEC §2.3, §2.5).
+
+    labeled [B_l, C, S, H, W], y ──► student ──► L_sup
+    unlabeled weak  [B_u, C, S, H, W] ──► teacher (EMA; K head-dropout samples) ──► ŷ, q̄, w
+    unlabeled strong[B_u, C, S, H, W] ──► student ──► L_un  (w · CE against ŷ)
+                                     └─ TubeTokenMix ──► student ──► L_mix (w̃ · (softmax − ỹ)²)
+    L = L_sup + ξ(e) (γ1 L_un + γ2 L_mix)
+
+Methods, and what each switch turns into (``resolve_method``):
+
+| method     | views   | strong-view time perturbation | pseudo-label weights   | teacher        | mix |
+|------------|---------|-------------------------------|------------------------|----------------|-----|
+| supervised | (8,)    | –                             | –                      | –              | –   |
+| fixmatch   | (8,)    | none (spatial + channel drop) | threshold 0.95         | the student    | no  |
+| svformer   | (8,)    | temporal warping              | threshold 0.95         | EMA            | yes |
+| ltg        | (8,)    | none                          | threshold, two streams | the students   | no  |
+| sefar      | (2,2,4) | reverse the fine views        | Adaptive Regulation    | EMA, K samples | yes |
+
+SeFAR's ablation switches: ``dual_level`` off = one 8-frame view; ``mod_perturb`` off = temporal
+warping as SVFormer; ``ada_reg`` off = fixed threshold; ``all_reverse`` = reverse every view (for the
+forward/backward comparison). The ``ltg`` baseline co-trains a second encoder on temporal gradients
+(frame differences), averages the two streams' pseudo-labels and aligns their fused features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from .losses import LossConfig, mix_loss, supervised_loss, threshold_mask, total_loss, unlabeled_loss
+from .model.encoder import SeFAREncoder
+from .model.token_mix import TubeMix
+from .regulation import RegulationConfig, k_sample_stats, teacher_k_samples
+
+MethodName = Literal["supervised", "fixmatch", "svformer", "ltg", "sefar"]
+Perturb = Literal["mod_reverse", "all_reverse", "warp", "none"]
+
+
+@dataclass
+class MethodConfig:
+    """Which semi-supervised method trains the encoder, with SeFAR's ablation switches."""
+
+    name: MethodName = field(default="sefar", metadata={"help": "supervised|fixmatch|svformer|ltg|sefar"})
+    dual_level: bool | None = field(
+        default=None, metadata={"help": "views (2,2,4) instead of one 8-frame view; null = method default"}
+    )
+    mod_perturb: bool | None = field(
+        default=None, metadata={"help": "reverse the fine views (else temporal warping); null = default"}
+    )
+    ada_reg: bool | None = field(
+        default=None,
+        metadata={"help": "Adaptive Regulation weights (else a fixed threshold); null = default"},
+    )
+    all_reverse: bool = field(default=False, metadata={"help": "reverse every view of the strong clip"})
+    token_mix: bool | None = field(default=None, metadata={"help": "TubeTokenMix loss; null = default"})
+    warm_epochs: int = field(default=5, metadata={"help": "supervised epochs before the SSL losses start"})
+    ema_horizon: float = field(
+        default=0.2, metadata={"help": "EMA horizon 1/(1-d) as a fraction of the SSL optimizer steps"}
+    )
+    mix_alpha: float = field(default=10.0, metadata={"help": "TubeTokenMix λ ~ Beta(alpha, alpha)"})
+    ltg_align_weight: float = field(default=1.0, metadata={"help": "ltg: weight of the feature alignment"})
+    regulation: RegulationConfig = field(default_factory=RegulationConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+
+@dataclass(frozen=True)
+class ResolvedMethod:
+    """The concrete switches a :class:`MethodConfig` stands for."""
+
+    name: str
+    dual_level: bool
+    perturb: Perturb
+    ada_reg: bool
+    token_mix: bool
+    ema_teacher: bool
+    uses_unlabeled: bool
+    second_stream: bool
+
+
+def _default(name: str, dual: bool, perturb: Perturb, ada: bool, mix: bool, ema: bool, unl: bool):
+    return ResolvedMethod(name, dual, perturb, ada, mix, ema, unl, second_stream=name == "ltg")
+
+
+_DEFAULTS = {
+    #                     dual_level  perturb        ada_reg token_mix ema   unlabeled
+    "supervised": _default("supervised", False, "none", False, False, False, False),
+    "fixmatch": _default("fixmatch", False, "none", False, False, False, True),
+    "svformer": _default("svformer", False, "warp", False, True, True, True),
+    "ltg": _default("ltg", False, "none", False, False, False, True),
+    "sefar": _default("sefar", True, "mod_reverse", True, True, True, True),
+}
+
+
+def resolve_method(cfg: MethodConfig) -> ResolvedMethod:
+    """The method's default switches with the config's explicit ones (non-null) applied."""
+    base = _DEFAULTS[cfg.name]
+    perturb = base.perturb
+    if cfg.mod_perturb is not None:
+        perturb = "mod_reverse" if cfg.mod_perturb else "warp"
+    if cfg.all_reverse:
+        perturb = "all_reverse"
+    return dataclasses.replace(
+        base,
+        dual_level=base.dual_level if cfg.dual_level is None else cfg.dual_level,
+        perturb=perturb,
+        ada_reg=base.ada_reg if cfg.ada_reg is None else cfg.ada_reg,
+        token_mix=base.token_mix if cfg.token_mix is None else cfg.token_mix,
+    )
+
+
+def method_views(method: ResolvedMethod, num_frames: int = 8) -> tuple[int, ...]:
+    """(2, 2, 4) for dual-level temporal elements, else a single view of ``num_frames`` frames."""
+    if not method.dual_level:
+        return (num_frames,)
+    if num_frames % 4:
+        raise ValueError(f"dual-level views need a frame count divisible by 4, got {num_frames}")
+    return (num_frames // 4, num_frames // 4, num_frames // 2)
+
+
+def temporal_gradient(video: torch.Tensor, views: tuple[int, ...]) -> torch.Tensor:
+    """Frame differences inside each view: ``[B, C, S, H, W]`` -> same shape (LTG's second input).
+
+    Difference t is frame t+1 − frame t; the last one is repeated so every view keeps its length. A
+    1-frame view has no motion and becomes zeros.
+    """
+    parts = []
+    for chunk in video.split(list(views), dim=2):
+        if chunk.shape[2] == 1:
+            parts.append(torch.zeros_like(chunk))
+            continue
+        diff = chunk[:, :, 1:] - chunk[:, :, :-1]
+        parts.append(torch.cat([diff, diff[:, :, -1:]], dim=2))
+    return torch.cat(parts, dim=2)
+
+
+@dataclass
+class StepResult:
+    loss: torch.Tensor
+    logs: dict[str, float]
+    pseudo_labels: torch.Tensor | None = None  # [B_u], for the pseudo-label collapse monitor
+
+
+def _pseudo_stats(
+    method: ResolvedMethod, cfg: MethodConfig, teacher: SeFAREncoder, weak: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ŷ [B], q̄ [B, K_cls], w [B]) from the teacher on the weak views."""
+    if method.ada_reg:
+        # one backbone pass, K dropout masks on h: the same distribution as K full passes (SPEC §2.3)
+        stats = k_sample_stats(teacher_k_samples(teacher, weak, cfg.regulation.num_samples), cfg.regulation)
+        return stats.pseudo_label, stats.q_mean, stats.weight
+    with torch.no_grad():
+        q = teacher(weak).logits.softmax(dim=-1)
+    pseudo, mask = threshold_mask(q, cfg.loss.threshold)
+    return pseudo, q, mask
+
+
+def supervised_step(student: torch.nn.Module, labeled: dict) -> StepResult:
+    loss = supervised_loss(student(labeled["video"]).logits, labeled["label"])
+    return StepResult(loss=loss, logs={"l_sup": float(loss.detach())})
+
+
+def ssl_step(
+    method: ResolvedMethod,
+    cfg: MethodConfig,
+    student: torch.nn.Module,
+    teacher: SeFAREncoder | None,
+    labeled: dict,
+    unlabeled: dict,
+    ramp: float,
+    tube_mix: TubeMix,
+    grid: tuple[int, int],
+    second: torch.nn.Module | None = None,
+) -> StepResult:
+    """One semi-supervised objective evaluation (no backward, no optimizer step)."""
+    x_l, y_l = labeled["video"], labeled["label"]
+    weak, strong = unlabeled["weak"], unlabeled["strong"]
+    n_l = x_l.shape[0]
+
+    if method.second_stream:
+        return _ltg_step(method, cfg, student, second, x_l, y_l, weak, strong, ramp)
+
+    if method.ema_teacher:
+        assert teacher is not None, "EMA methods need a teacher after the warm-up"
+        pseudo, q_mean, weights = _pseudo_stats(method, cfg, teacher, weak)
+    else:  # fixmatch: the student itself labels the weak views
+        with torch.no_grad():
+            q_mean = student(weak).logits.softmax(dim=-1)
+        pseudo, weights = threshold_mask(q_mean, cfg.loss.threshold)
+
+    # labeled and strong clips share one backbone call
+    logits = student(torch.cat([x_l, strong])).logits
+    l_sup = supervised_loss(logits[:n_l], y_l)
+    l_un = unlabeled_loss(logits[n_l:], pseudo, weights)
+    l_mix = torch.zeros((), device=logits.device)
+    if method.token_mix:
+        mix = tube_mix.sample(strong.shape[0], grid)  # one permutation for every view and the targets
+        z_mix = student(strong, mix=mix).logits
+        l_mix = mix_loss(z_mix, q_mean, weights, mix, on_logits=cfg.loss.mix_on_logits)
+    loss = total_loss(l_sup, l_un, l_mix, ramp, cfg.loss)
+    logs = {
+        "l_sup": float(l_sup.detach()),
+        "l_un": float(l_un.detach()),
+        "l_mix": float(l_mix.detach()),
+        "mean_weight": float(weights.mean()),
+        "pseudo_acc": float((pseudo == unlabeled["label"]).float().mean()),  # analysis only
+    }
+    return StepResult(loss=loss, logs=logs, pseudo_labels=pseudo.detach())
+
+
+def _ltg_step(
+    method: ResolvedMethod,
+    cfg: MethodConfig,
+    student: torch.nn.Module,
+    second: torch.nn.Module | None,
+    x_l: torch.Tensor,
+    y_l: torch.Tensor,
+    weak: torch.Tensor,
+    strong: torch.Tensor,
+    ramp: float,
+) -> StepResult:
+    """LTG: RGB and temporal-gradient students, averaged thresholded pseudo-labels, feature alignment."""
+    assert second is not None, "ltg needs the temporal-gradient stream"
+    views = _unwrap(student).config.views
+    n_l = x_l.shape[0]
+    with torch.no_grad():
+        q = 0.5 * (
+            student(weak).logits.softmax(-1) + second(temporal_gradient(weak, views)).logits.softmax(-1)
+        )
+    pseudo, mask = threshold_mask(q, cfg.loss.threshold)
+    out_rgb = student(torch.cat([x_l, strong]))
+    out_tg = second(temporal_gradient(torch.cat([x_l, strong]), views))
+    l_sup = supervised_loss(out_rgb.logits[:n_l], y_l) + supervised_loss(out_tg.logits[:n_l], y_l)
+    l_un = unlabeled_loss(out_rgb.logits[n_l:], pseudo, mask) + unlabeled_loss(
+        out_tg.logits[n_l:], pseudo, mask
+    )
+    align = F.mse_loss(F.normalize(out_rgb.h[n_l:], dim=-1), F.normalize(out_tg.h[n_l:], dim=-1))
+    loss = l_sup + ramp * (cfg.loss.gamma_un * l_un + cfg.ltg_align_weight * align)
+    logs = {
+        "l_sup": float(l_sup.detach()),
+        "l_un": float(l_un.detach()),
+        "l_align": float(align.detach()),
+        "mean_weight": float(mask.mean()),
+    }
+    return StepResult(loss=loss, logs=logs, pseudo_labels=pseudo)
+
+
+def _unwrap(model: torch.nn.Module) -> SeFAREncoder:
+    return model.module if hasattr(model, "module") else model  # DDP wrapper
