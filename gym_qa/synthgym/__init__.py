@@ -1,1 +1,51 @@
-"""SynthGym: procedurally rendered gymnastics-like clips with a FineGym-style hierarchy."""
+"""SynthGym: procedurally rendered gymnastics-like clips with a FineGym-style hierarchy.
+
+The package reads in data-flow order: ``elements`` (catalogue, attributes, pairs, Qtree questions) →
+``nuisance`` (per-clip variation from a seed) → ``choreography`` (pose parameters per frame, no pixels)
+→ ``athlete`` (forward kinematics, body parts) → ``apparatus`` → ``render`` (numpy drawing) →
+``writer`` (H.264 via PyAV) → ``splits`` / ``metadata`` / ``contact_sheet`` → ``dataset`` (presets,
+plan, parallel generation). ``scripts/make_synthgym.py`` is the command line; docs/synthgym.md the
+guide. Generation lives in :mod:`gym_qa.synthgym.dataset` (imported lazily here, it needs PyAV).
+"""
+
+from gym_qa.synthgym.choreography import POSE_FIELDS, SHAPES, PoseTrack, element_poses, pose_track
+from gym_qa.synthgym.elements import (
+    BY_GLABEL,
+    CATALOGUE,
+    EVENTS,
+    SETS,
+    Element,
+    direction_pairs,
+    qtree_entry,
+    short_window_pairs,
+    twist_pairs,
+)
+from gym_qa.synthgym.nuisance import Nuisance, sample_nuisance
+
+__all__ = [
+    "BY_GLABEL",
+    "CATALOGUE",
+    "EVENTS",
+    "POSE_FIELDS",
+    "SETS",
+    "SHAPES",
+    "Element",
+    "Nuisance",
+    "PoseTrack",
+    "direction_pairs",
+    "element_poses",
+    "generate_dataset",
+    "pose_track",
+    "qtree_entry",
+    "sample_nuisance",
+    "short_window_pairs",
+    "twist_pairs",
+]
+
+
+def __getattr__(name: str):
+    if name == "generate_dataset":
+        from gym_qa.synthgym.dataset import generate_dataset
+
+        return generate_dataset
+    raise AttributeError(name)

@@ -1,0 +1,367 @@
+"""Generating a SynthGym data set directory: presets, the clip plan, parallel rendering, list files.
+
+::
+
+    plan_dataset(preset, seed)  ──►  ClipSpec per clip (split, class, nuisance seed, id)
+            │   (workers, any order: each clip depends on its own spec only)
+            ▼
+    render_clip(spec) → videos/<clip_id>.mp4 (+ per-frame annotations for pretrain clips)
+            │
+            ▼
+    lists (val/test/splits), elements.txt, categories/Qtree/meta/README, contact sheet
+
+Every clip's nuisance seed is derived from (seed, split, index) with ``numpy.random.SeedSequence``,
+so results do not depend on the number of workers or the order they finish in. The pretraining split
+has its own derived seeds and never shares a clip with the train pool, val or test.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from gym_qa.lists import write_list
+from gym_qa.synthgym.apparatus import apparatus_for
+from gym_qa.synthgym.choreography import FPS, SHAPES, pose_track
+from gym_qa.synthgym.elements import BY_GLABEL, CATALOGUE, Element
+from gym_qa.synthgym.nuisance import sample_nuisance
+from gym_qa.synthgym.render import render
+from gym_qa.synthgym.splits import RATES, label_rate_splits
+from gym_qa.synthgym.writer import write_mp4
+
+GENERATOR_VERSION = "1.0"
+SPLIT_CODES: dict[str, int] = {"train": 1, "val": 2, "test": 3, "pretrain": 4}
+SPLIT_LETTERS: dict[str, str] = {"train": "t", "val": "v", "test": "e", "pretrain": "r"}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes of a data set. Pool counts per class vary linearly from ``pool_per_class * (1 + imbalance/2)``
+    down to ``* (1 - imbalance/2)`` in a seeded class order (a mild long tail, as in FineGym)."""
+
+    name: str
+    glabels: tuple[int, ...]  # SynthGym elements used, in class-label order
+    pool_per_class: int
+    val_per_class: int
+    test_per_class: int
+    pretrain_clips: int
+    imbalance: float = 0.0
+
+
+def _g(event: str, *names: str) -> tuple[int, ...]:
+    out = []
+    for n in names:
+        out.append(next(e.glabel for e in CATALOGUE if e.event == event and e.name == n))
+    return tuple(out)
+
+
+_TINY = (
+    _g(
+        "FX",
+        "salto forward tucked",
+        "salto backward tucked",
+        "salto backward stretched",
+        "salto backward stretched with 1 twist",
+    )
+    + _g(
+        "VT",
+        "round-off, flic-flac on, stretched salto backward off",
+        "handspring forward on, salto forward tucked off",
+    )
+    + _g(
+        "BB",
+        "1 turn on one leg, free leg optional below horizontal",
+        "2 turn on one leg, free leg optional below horizontal",
+        "salto backward tucked",
+    )
+    + _g(
+        "UB",
+        "giant circle backward",
+        "giant circle forward",
+        "giant circle backward with 0.5 turn to handstand",
+    )
+)
+_SMALL = (
+    _g(
+        "VT",
+        "round-off, flic-flac on, stretched salto backward off",
+        "round-off, flic-flac on, stretched salto backward with 1 turn off",
+        "handspring forward on, salto forward tucked off",
+        "handspring forward on, salto forward stretched off",
+        "handspring forward on, salto forward stretched with 1 turn off",
+    )
+    + _g(
+        "FX",
+        "split jump (leg separation 180 degree parallel to the floor)",
+        "split jump with 1 turn",
+        "1 turn on one leg, free leg optional below horizontal",
+        "2 turn on one leg, free leg optional below horizontal",
+        "salto forward tucked",
+        "salto forward piked",
+        "salto forward stretched, feet land together",
+        "salto forward stretched with 1 twist",
+        "salto backward tucked",
+        "salto backward piked",
+        "salto backward stretched",
+        "salto backward stretched with 1 twist",
+    )
+    + _g(
+        "BB",
+        "1 turn on one leg, free leg optional below horizontal",
+        "2 turn on one leg, free leg optional below horizontal",
+        "salto backward tucked",
+        "salto forward tucked",
+        "flic-flac to land on both feet",
+    )
+    + _g(
+        "UB",
+        "giant circle backward",
+        "giant circle forward",
+        "giant circle backward with 0.5 turn to handstand",
+        "clear hip circle backward to handstand",
+        "(swing forward) salto backward tucked dismount",
+    )
+)
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset("tiny", _TINY, pool_per_class=6, val_per_class=1, test_per_class=1, pretrain_clips=12),
+    "small": Preset(
+        "small",
+        _SMALL,
+        pool_per_class=30,
+        val_per_class=4,
+        test_per_class=6,
+        pretrain_clips=120,
+        imbalance=0.4,
+    ),
+    "bench": Preset(
+        "bench",
+        tuple(e.glabel for e in CATALOGUE),
+        pool_per_class=48,
+        val_per_class=8,
+        test_per_class=16,
+        pretrain_clips=800,
+        imbalance=0.5,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """One clip to generate. ``label`` is the class index in the preset, ``nuisance_seed`` drives
+    everything but the element."""
+
+    split: str
+    index: int
+    glabel: int
+    label: int
+    nuisance_seed: int
+
+    @property
+    def stem(self) -> str:
+        """FineGym-like YouTube-id stand-in: 11 characters, no underscore."""
+        return f"SG{SPLIT_LETTERS[self.split]}{self.index:08d}"
+
+
+def clip_id(spec: ClipSpec, num_frames: int) -> str:
+    """FineGym's ``<ytid>_E_<start>_<end>_A_<start>_<end>`` with times in frames of the clip itself."""
+    return f"{spec.stem}_E_{0:06d}_{num_frames:06d}_A_{0:04d}_{num_frames:04d}"
+
+
+def nuisance_seed(seed: int, split: str, index: int) -> int:
+    """The seed of one clip: a function of (data-set seed, split, index) only."""
+    return int(np.random.SeedSequence([int(seed), SPLIT_CODES[split], int(index)]).generate_state(1)[0])
+
+
+def _class_counts(preset: Preset, seed: int) -> list[int]:
+    n = len(preset.glabels)
+    if preset.imbalance <= 0 or n == 1:
+        return [preset.pool_per_class] * n
+    rank = np.random.default_rng(np.random.SeedSequence([int(seed), 0x1B])).permutation(n)
+    w = 1 + preset.imbalance / 2 - preset.imbalance * rank / (n - 1)
+    return [max(2, round(preset.pool_per_class * x)) for x in w]
+
+
+def plan_dataset(preset: Preset, seed: int) -> list[ClipSpec]:
+    """Every clip of the data set, in (split, index) order. Class order inside a split is shuffled."""
+    specs: list[ClipSpec] = []
+    counts = {
+        "train": _class_counts(preset, seed),
+        "val": [preset.val_per_class] * len(preset.glabels),
+        "test": [preset.test_per_class] * len(preset.glabels),
+    }
+    n_pre = preset.pretrain_clips
+    counts["pretrain"] = [
+        n_pre // len(preset.glabels) + (1 if c < n_pre % len(preset.glabels) else 0)
+        for c in range(len(preset.glabels))
+    ]
+    for split, per_class in counts.items():
+        labels = np.repeat(np.arange(len(per_class)), per_class)
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), SPLIT_CODES[split], 0xC1]))
+        labels = labels[rng.permutation(len(labels))]
+        specs += [
+            ClipSpec(
+                split=split,
+                index=i,
+                glabel=preset.glabels[int(c)],
+                label=int(c),
+                nuisance_seed=nuisance_seed(seed, split, i),
+            )
+            for i, c in enumerate(labels)
+        ]
+    return specs
+
+
+def _wrap180(a: np.ndarray) -> np.ndarray:
+    return (np.asarray(a) + 180.0) % 360.0 - 180.0
+
+
+def render_clip(spec: ClipSpec, difficulty: float, width: int = 64, height: int = 64):
+    """Pose track and rendered frames of one planned clip (no file written)."""
+    element = BY_GLABEL[spec.glabel]
+    nz = sample_nuisance(spec.nuisance_seed, difficulty)
+    track = pose_track(element, nz)
+    return track, render(track, nz, width, height), nz
+
+
+def generate_clip(spec: ClipSpec, video_dir: str, difficulty: float, width: int, height: int) -> dict:
+    """Render and write one clip; returns its record (and per-frame annotations for pretrain clips)."""
+    track, clip, nz = render_clip(spec, difficulty, width, height)
+    cid = clip_id(spec, track.num_frames)
+    write_mp4(Path(video_dir) / f"{cid}.mp4", clip.frames, fps=FPS, crf=nz.crf)
+    rec = {
+        "split": spec.split,
+        "index": spec.index,
+        "clip_id": cid,
+        "label": spec.label,
+        "glabel": spec.glabel,
+        "num_frames": track.num_frames,
+    }
+    if spec.split == "pretrain":
+        e = track.element
+        rec["annotation"] = {
+            "clip_id": cid,
+            "video": f"videos/{cid}.mp4",
+            "label": spec.label,
+            "glabel": spec.glabel,
+            "event": e.event,
+            "apparatus": apparatus_for(e.event).event,
+            "apparatus_rgb": list(clip.apparatus_rgb),
+            "num_frames": track.num_frames,
+            "fps": FPS,
+            "facing": nz.facing,
+            "width": width,
+            "height": height,
+            "frames": {
+                "rot": [round(float(v), 2) for v in _wrap180(track.rot)],
+                "twist": [round(float(v), 2) for v in np.mod(track.twist, 360.0)],
+                "shape": list(track.shape),
+                "shape_id": [SHAPES.index(s) for s in track.shape],
+                "box": clip.boxes.tolist(),
+                "apparatus_px": clip.apparatus_px.tolist(),
+            },
+        }
+    return rec
+
+
+def _work(args: tuple) -> dict:
+    return generate_clip(*args)
+
+
+def _worker_init() -> None:
+    # One thread per process: the parallelism is across clips.
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
+def generate_dataset(
+    out: str | Path,
+    preset: str | Preset = "tiny",
+    seed: int = 0,
+    difficulty: float = 1.0,
+    workers: int | None = None,
+    width: int = 64,
+    height: int = 64,
+    progress: bool = True,
+) -> dict:
+    """Write a complete SynthGym data set to ``out`` (see docs/synthgym.md for the layout).
+
+    Returns the summary also written to ``meta.json``. ``workers`` defaults to the CPU count; 1 runs in
+    this process.
+    """
+    from gym_qa.synthgym.contact_sheet import write_contact_sheet
+    from gym_qa.synthgym.metadata import write_metadata
+
+    preset = PRESETS[preset] if isinstance(preset, str) else preset
+    out = Path(out)
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    (out / "pretrain" / "videos").mkdir(parents=True, exist_ok=True)
+    specs = plan_dataset(preset, seed)
+    jobs = [
+        (s, str(out / ("pretrain/videos" if s.split == "pretrain" else "videos")), difficulty, width, height)
+        for s in specs
+    ]
+    workers = max(1, int(workers or os.cpu_count() or 1))
+    bar = tqdm(total=len(jobs), desc=f"SynthGym {preset.name}", unit="clip", disable=not progress)
+    records: list[dict] = []
+    if workers == 1:
+        for job in jobs:
+            records.append(_work(job))
+            bar.update()
+    else:
+        # fork keeps start-up cheap; each task depends only on its arguments, so order is irrelevant.
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        with ctx.Pool(workers, initializer=_worker_init) as pool:
+            for rec in pool.imap_unordered(_work, jobs, chunksize=4):
+                records.append(rec)
+                bar.update()
+    bar.close()
+    records.sort(key=lambda r: (SPLIT_CODES[r["split"]], r["index"]))
+    by_split = {s: [r for r in records if r["split"] == s] for s in SPLIT_CODES}
+
+    video = lambda r: out / "videos" / f"{r['clip_id']}.mp4"
+    write_list(out / "val.csv", [(video(r), r["label"]) for r in by_split["val"]])
+    write_list(out / "test.csv", [(video(r), r["label"]) for r in by_split["test"]])
+    pool_recs = by_split["train"]
+    labeled = label_rate_splits([r["label"] for r in pool_recs], seed)
+    for pct, idx in labeled.items():
+        chosen = set(idx)
+        write_list(
+            out / "splits" / str(pct) / "train.csv",
+            [(video(pool_recs[i]), pool_recs[i]["label"]) for i in idx],
+        )
+        write_list(
+            out / "splits" / str(pct) / "unlabel.csv",
+            [(video(r), r["label"]) for i, r in enumerate(pool_recs) if i not in chosen],
+        )
+    with open(out / "pretrain" / "frames.jsonl.tmp", "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(r["annotation"], separators=(",", ":")) + "\n" for r in by_split["pretrain"])
+    (out / "pretrain" / "frames.jsonl.tmp").replace(out / "pretrain" / "frames.jsonl")
+    write_list(
+        out / "pretrain" / "train.csv",
+        [(out / "pretrain" / "videos" / f"{r['clip_id']}.mp4", r["label"]) for r in by_split["pretrain"]],
+    )
+
+    elements: list[Element] = [BY_GLABEL[g] for g in preset.glabels]
+    sizes = {s: len(v) for s, v in by_split.items()}
+    sizes.update({f"labeled_{p}": len(v) for p, v in labeled.items()})
+    meta = write_metadata(
+        out,
+        elements,
+        records=[r for r in records if r["split"] != "pretrain"],
+        preset=preset,
+        seed=seed,
+        difficulty=difficulty,
+        sizes=sizes,
+        width=width,
+        height=height,
+        version=GENERATOR_VERSION,
+        rates=RATES,
+    )
+    write_contact_sheet(out / "contact_sheet.png", preset, seed, difficulty, width, height)
+    return meta
