@@ -55,9 +55,11 @@ from sefar_encoder.config import ConfigError, config_help, load_config, save_con
 from sefar_encoder.dataset import BadClipsError, DataConfig, build_datasets, build_semi_loader, eval_loader
 from sefar_encoder.decoding import DecodeError
 from sefar_encoder.ema import EMATeacher, decay_from_horizon
+from sefar_encoder.losses import sine_ramp
 from sefar_encoder.methods import (
     MethodConfig,
     ResolvedMethod,
+    make_order_blind,
     method_views,
     resolve_method,
     ssl_step,
@@ -69,7 +71,6 @@ from sefar_encoder.model.encoder import ModelConfig, SeFAREncoder
 from sefar_encoder.model.image_vit import load_image_vit
 from sefar_encoder.model.token_mix import TubeMix
 from sefar_encoder.report import most_confused_pairs, plot_confusion, plot_curves, write_report
-from sefar_encoder.losses import sine_ramp
 
 
 # ----------------------------------------------------------------------------------------- config
@@ -430,6 +431,8 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     micro_per_epoch = opt_per_epoch * cfg.grad_accum
 
     student, init_report = build_model(cfg, hierarchy, views)
+    if method.order_blind:
+        make_order_blind(student)
     if init_report is not None and acc.is_main_process:
         (run_dir / "init_report.json").write_text(json.dumps(dataclasses.asdict(init_report), indent=1))
         print(init_report.summary())

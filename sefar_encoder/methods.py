@@ -11,10 +11,15 @@ Methods, and what each switch turns into (``resolve_method``):
 | method     | views   | strong-view time perturbation | pseudo-label weights   | teacher        | mix |
 |------------|---------|-------------------------------|------------------------|----------------|-----|
 | supervised | (8,)    | –                             | –                      | –              | –   |
+| framepool  | (8,)    | – (supervised, order-blind)   | –                      | –              | –   |
 | fixmatch   | (8,)    | none (spatial + channel drop) | threshold 0.95         | the student    | no  |
 | svformer   | (8,)    | temporal warping              | threshold 0.95         | EMA            | yes |
 | ltg        | (8,)    | none                          | threshold, two streams | the students   | no  |
 | sefar      | (2,2,4) | reverse the fine views        | Adaptive Regulation    | EMA, K samples | yes |
+
+``framepool`` is the order-blind control: supervised, with the temporal attention output projections and
+the time embeddings frozen at zero, so every frame is encoded alone and the view feature is the mean of
+the frame features — a bag of frames that cannot tell a forward salto from a backward one.
 
 SeFAR's ablation switches: ``dual_level`` off = one 8-frame view; ``mod_perturb`` off = temporal
 warping as SVFormer; ``ada_reg`` off = fixed threshold; ``all_reverse`` = reverse every view (for the
@@ -36,7 +41,8 @@ from .model.encoder import SeFAREncoder
 from .model.token_mix import TubeMix
 from .regulation import RegulationConfig, k_sample_stats, teacher_k_samples
 
-MethodName = Literal["supervised", "fixmatch", "svformer", "ltg", "sefar"]
+ORDER_BLIND_MARKERS = (".proj_t.", "time_embeds.")
+MethodName = Literal["supervised", "framepool", "fixmatch", "svformer", "ltg", "sefar"]
 Perturb = Literal["mod_reverse", "all_reverse", "warp", "none"]
 
 
@@ -79,15 +85,19 @@ class ResolvedMethod:
     ema_teacher: bool
     uses_unlabeled: bool
     second_stream: bool
+    order_blind: bool = False  # framepool: temporal attention and time embeddings frozen at zero
 
 
 def _default(name: str, dual: bool, perturb: Perturb, ada: bool, mix: bool, ema: bool, unl: bool):
-    return ResolvedMethod(name, dual, perturb, ada, mix, ema, unl, second_stream=name == "ltg")
+    return ResolvedMethod(
+        name, dual, perturb, ada, mix, ema, unl, second_stream=name == "ltg", order_blind=name == "framepool"
+    )
 
 
 _DEFAULTS = {
     #                     dual_level  perturb        ada_reg token_mix ema   unlabeled
     "supervised": _default("supervised", False, "none", False, False, False, False),
+    "framepool": _default("framepool", False, "none", False, False, False, False),
     "fixmatch": _default("fixmatch", False, "none", False, False, False, True),
     "svformer": _default("svformer", False, "warp", False, True, True, True),
     "ltg": _default("ltg", False, "none", False, False, False, True),
@@ -110,6 +120,20 @@ def resolve_method(cfg: MethodConfig) -> ResolvedMethod:
         ada_reg=base.ada_reg if cfg.ada_reg is None else cfg.ada_reg,
         token_mix=base.token_mix if cfg.token_mix is None else cfg.token_mix,
     )
+
+
+def make_order_blind(model: torch.nn.Module) -> list[str]:
+    """Zero and freeze every parameter that lets frames see each other or their position in time."""
+    frozen = []
+    for name, p in model.named_parameters():
+        if any(m in "." + name for m in ORDER_BLIND_MARKERS):
+            with torch.no_grad():
+                p.zero_()
+            p.requires_grad_(False)
+            frozen.append(name)
+    if not frozen:
+        raise ValueError("model has no temporal parameters to freeze (expected proj_t / time_embeds)")
+    return frozen
 
 
 def method_views(method: ResolvedMethod, num_frames: int = 8) -> tuple[int, ...]:

@@ -1,0 +1,194 @@
+"""The semi-supervised benchmark on SynthGym bench: every method and ablation row, several seeds.
+
+    python scripts/bench_ssl.py                          # run what is missing, then aggregate
+    python scripts/bench_ssl.py --jobs sefar@10 supervised@10 --seeds 0
+    python scripts/bench_ssl.py --aggregate-only         # only rebuild the tables from finished runs
+
+Each (job, seed) is its own resumable run in ``<runs>/<job>/seed<k>/`` (``train_encoder.py --resume`` in a
+subprocess): finished runs are skipped, an interrupted one continues from its last checkpoint, so the
+table — hours of CPU — can be built in the background across sessions. Aggregation reads only finished
+runs and writes ``docs/results/ssl_bench.json``: an object keyed ``"<job>"`` (e.g. ``"sefar@10"``) with
+``mean``, ``std`` (mean class accuracy on test, %), ``runs`` (per seed), ``minutes`` (mean wall time per
+run), pair accuracies, and a ``machine`` entry; plus a Markdown table on stdout (``--markdown-out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+
+from pretrain_image_backbone import PretrainConfig, pretrain
+
+from sefar_encoder.config import load_config
+
+# job -> (label rate, overrides). The cumulative ablation rows switch SeFAR's three parts on one by one.
+JOBS: dict[str, tuple[int, list[str]]] = {
+    "supervised@100": (100, ["method.name=supervised"]),
+    "supervised@10": (10, ["method.name=supervised"]),
+    "framepool@10": (10, ["method.name=framepool"]),
+    "fixmatch@10": (10, ["method.name=fixmatch"]),
+    "svformer@10": (10, ["method.name=svformer"]),
+    "ltg@10": (10, ["method.name=ltg"]),
+    "ablation-none@10": (10, ["method.dual_level=false", "method.mod_perturb=false", "method.ada_reg=false"]),
+    "ablation-dual@10": (10, ["method.dual_level=true", "method.mod_perturb=false", "method.ada_reg=false"]),
+    "ablation-dual+perturb@10": (
+        10,
+        ["method.dual_level=true", "method.mod_perturb=true", "method.ada_reg=false"],
+    ),
+    "sefar@10": (10, ["method.name=sefar"]),
+    "sefar-allreverse@10": (10, ["method.name=sefar", "method.all_reverse=true"]),
+}
+ABLATION_STEPS = [
+    ("ablation-none@10", "ablation-dual@10"),
+    ("ablation-dual@10", "ablation-dual+perturb@10"),
+    ("ablation-dual+perturb@10", "sefar@10"),
+]
+
+
+def run_job(job: str, seed: int, args: argparse.Namespace, backbone: Path) -> Path:
+    """Run (or resume) one (job, seed) in a subprocess; returns its run directory."""
+    rate, overrides = JOBS[job]
+    run_dir = Path(args.runs) / job / f"seed{seed}"
+    if (run_dir / "metrics.json").is_file():
+        return run_dir
+    cmd = [
+        sys.executable,
+        str(REPO / "scripts" / "train_encoder.py"),
+        "--config",
+        args.config,
+        "--resume",
+        f"out_dir={run_dir}",
+        f"seed={seed}",
+        f"data.seed={seed}",
+        f"data.root={args.data}",
+        f"data.label_rate={rate}",
+        f"init_checkpoint={backbone}",
+        "progress=false",
+        *overrides,
+    ]
+    print(f"[bench_ssl] {job} seed {seed}: {' '.join(cmd[2:])}", flush=True)
+    t0 = time.time()
+    subprocess.run(cmd, check=True)
+    print(f"[bench_ssl] {job} seed {seed} finished in {(time.time() - t0) / 60:.1f} min", flush=True)
+    return run_dir
+
+
+def aggregate(args: argparse.Namespace) -> dict:
+    """Summarise every finished run under ``args.runs``."""
+    table: dict = {}
+    per_seed: dict[str, dict[int, float]] = {}
+    for job in JOBS:
+        runs = {}
+        for metrics_path in sorted((Path(args.runs) / job).glob("seed*/metrics.json")):
+            runs[int(metrics_path.parent.name[4:])] = json.loads(metrics_path.read_text())
+        if not runs:
+            continue
+        accs = {s: 100 * m["test"]["mean_class"] for s, m in runs.items()}
+        per_seed[job] = accs
+        entry = {
+            "mean": statistics.mean(accs.values()),
+            "std": statistics.stdev(accs.values()) if len(accs) > 1 else 0.0,
+            "runs": [accs[s] for s in sorted(accs)],
+            "seeds": sorted(accs),
+            "minutes": statistics.mean(m["minutes"] for m in runs.values()),
+            "top1": statistics.mean(100 * m["test"]["top1"] for m in runs.values()),
+        }
+        for key in ("pairs_direction", "pairs_twists", "pairs_short_window"):
+            vals = [m["test"][key]["accuracy"] for m in runs.values() if key in m["test"]]
+            if vals and all(v is not None for v in vals):
+                entry[key] = 100 * statistics.mean(vals)
+        table[job] = entry
+    steps = {}
+    for a, b in ABLATION_STEPS:
+        if a in per_seed and b in per_seed:
+            common = sorted(set(per_seed[a]) & set(per_seed[b]))
+            diffs = [per_seed[b][s] - per_seed[a][s] for s in common]
+            if diffs:
+                steps[f"{b} - {a}"] = {
+                    "mean": statistics.mean(diffs),
+                    "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
+                    "seeds": common,
+                }
+    table["ablation_steps"] = steps
+    table["machine"] = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "config": args.config,
+        "data": args.data,
+    }
+    return table
+
+
+def markdown(table: dict) -> str:
+    lines = [
+        "| method | test mean class acc. (%) | seeds | top-1 (%) | fwd/bwd pairs (%) | twist pairs (%) | min/run |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for job in JOBS:
+        if job not in table:
+            continue
+        e = table[job]
+        pairs = f"{e['pairs_direction']:.1f}" if "pairs_direction" in e else "–"
+        twists = f"{e['pairs_twists']:.1f}" if "pairs_twists" in e else "–"
+        lines.append(
+            f"| {job} | {e['mean']:.1f} ± {e['std']:.1f} | {len(e['runs'])} | {e['top1']:.1f} | {pairs} | "
+            f"{twists} | {e['minutes']:.1f} |"
+        )
+    if table.get("ablation_steps"):
+        lines += ["", "| ablation step (paired per seed) | Δ mean class (points) |", "|---|---|"]
+        for name, d in table["ablation_steps"].items():
+            lines.append(f"| {name} | {d['mean']:+.1f} ± {d['std']:.1f} (seeds {d['seeds']}) |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config", default="configs/encoder/synthgym_bench.yaml", help="encoder config for all jobs"
+    )
+    parser.add_argument(
+        "--pretrain-config", default="configs/pretrain/synthgym_bench.yaml", help="backbone config"
+    )
+    parser.add_argument("--data", default="data/synthgym-bench", help="SynthGym bench folder")
+    parser.add_argument("--runs", default="runs/ssl_bench", help="where the per-(job, seed) runs go")
+    parser.add_argument("--jobs", nargs="*", default=list(JOBS), choices=list(JOBS), help="jobs to run")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2], help="seeds")
+    parser.add_argument("--aggregate-only", action="store_true", help="do not train; tabulate finished runs")
+    parser.add_argument("--json-out", default="docs/results/ssl_bench.json", help="aggregated JSON")
+    parser.add_argument("--markdown-out", default=None, help="also write the Markdown table here")
+    args = parser.parse_args(argv)
+    if not args.aggregate_only:
+        pcfg = load_config(PretrainConfig, args.pretrain_config, [f"data_root={args.data}", "progress=false"])
+        backbone = pretrain(pcfg) / "model.safetensors"
+        for seed in args.seeds:  # seed-major: a partial table has every method at seed 0 first
+            for job in args.jobs:
+                run_job(job, seed, args, backbone)
+    table = aggregate(args)
+    Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json_out).write_text(json.dumps(table, indent=1) + "\n")
+    md = markdown(table)
+    if args.markdown_out:
+        Path(args.markdown_out).write_text(md + "\n")
+    print(json.dumps(table, indent=1))
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
