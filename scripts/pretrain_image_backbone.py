@@ -132,7 +132,7 @@ def normalise(frames: torch.Tensor) -> torch.Tensor:
 
 def augment(frames: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random resized crop (scale jitter as the video pipeline, no flip: the labels are not mirrored)."""
-    n, _, h, w = frames.shape
+    _, _, h, w = frames.shape
     scale = float(torch.empty(()).uniform_(1.0, 1.3, generator=gen))
     big = F.interpolate(frames.float(), scale_factor=scale, mode="bilinear", align_corners=False)
     top = int(torch.randint(0, big.shape[2] - h + 1, (), generator=gen))

@@ -2,13 +2,16 @@
 
     python scripts/train_encoder.py --config configs/encoder/synthgym_tiny.yaml [key=value ...]
     python scripts/train_encoder.py --config ... --resume        # continue from the run's last checkpoint
-    accelerate launch --num_processes 2 --cpu scripts/train_encoder.py --config ...   # DDP (gloo on CPU)
+    accelerate launch --config_file configs/accelerate/ddp.yaml --num_processes 8 scripts/train_encoder.py ...
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 scripts/train_encoder.py ...  # DDP, CPU
+    (accelerate 1.15's ``--cpu --num_processes 2`` starts ONE process unless MPI is configured)
 
 Methods (``method.name``): supervised, fixmatch, svformer, ltg, sefar (+ ``method.dual_level``,
 ``method.mod_perturb``, ``method.ada_reg`` ablation switches); see ``sefar_encoder/methods.py``.
 
 The run directory (``out_dir``) receives: ``config.yaml`` (resolved), ``init_report.json`` (what the
-image-ViT initialisation loaded), ``metrics.jsonl`` (one line per epoch), ``checkpoints/`` (atomic,
+image-ViT initialisation loaded), ``metrics.jsonl`` (one line per epoch; ``steps.jsonl`` one line per
+optimizer step with ``log_every_step=true``), ``checkpoints/`` (atomic,
 safetensors + JSON, every epoch and on SIGTERM), ``encoder/`` (the best model on val, ``save_pretrained``),
 and at the end ``metrics.json``, ``report.md``, ``curves.png`` and ``confusion.png``. Test is evaluated
 once, with the model selected on val.
@@ -24,22 +27,25 @@ import dataclasses
 import json
 import math
 import platform
+import shutil
 import signal
 import sys
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import gather_object
 from torch.utils.data import Subset
 from tqdm import tqdm
 
 from gym_qa.hierarchy import Hierarchy, HierarchyError
-from gym_qa.lists import ListFileError
+from gym_qa.lists import ListFileError, read_list
 from sefar_encoder.checkpoint import (
     clean_stale,
     flatten_optimizer,
@@ -50,9 +56,17 @@ from sefar_encoder.checkpoint import (
     save_checkpoint,
     unflatten_optimizer,
     unprefixed,
+    write_text_atomic,
 )
 from sefar_encoder.config import ConfigError, config_help, load_config, save_config
-from sefar_encoder.dataset import BadClipsError, DataConfig, build_datasets, build_semi_loader, eval_loader
+from sefar_encoder.dataset import (
+    BadClipsError,
+    DataConfig,
+    build_datasets,
+    build_semi_loader,
+    eval_loader,
+    split_paths,
+)
 from sefar_encoder.decoding import DecodeError
 from sefar_encoder.ema import EMATeacher, decay_from_horizon
 from sefar_encoder.losses import sine_ramp
@@ -116,6 +130,9 @@ class TrainConfig:
         default=5, metadata={"help": "stop after this many non-finite losses in a row"}
     )
     keep_checkpoints: int = field(default=1, metadata={"help": "epoch checkpoints kept on disk"})
+    log_every_step: bool = field(
+        default=False, metadata={"help": "also write each optimizer step's loss and lr to steps.jsonl"}
+    )
     progress: bool = field(default=True, metadata={"help": "progress bars"})
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -125,8 +142,32 @@ class TrainConfig:
 
 
 # ----------------------------------------------------------------------------------------- build
+def check_lists(cfg: TrainConfig, splits: Sequence[str]) -> None:
+    """Fail first, naming the file, when a list file of the data set folder is missing (a data set that
+    was never made, or a wrong ``data.root`` / ``data.label_rate``)."""
+    paths = split_paths(cfg.data.root, cfg.data.label_rate)
+    for name in splits:
+        path = getattr(paths, name)
+        if not path.is_file():
+            raise ListFileError(
+                f"{path}: list file not found (data.root={cfg.data.root!r}, data.label_rate="
+                f"{cfg.data.label_rate}); the config's header says how to make the data set folder"
+            )
+
+
 def build_hierarchy(cfg: TrainConfig) -> Hierarchy:
     return Hierarchy.from_dir(cfg.data.root)
+
+
+def optimizer_steps_per_epoch(cfg: TrainConfig, num_labeled: int, num_unlabeled: int) -> int:
+    """``cfg.steps_per_epoch``, else one pass over the unlabeled pool in steps of ``ratio x B_l`` clips —
+    counted from the list even for methods that never read it, so every method trains for as many steps
+    (with no unlabeled clips at all, e.g. 100 % labels: one pass over the labeled clips)."""
+    if cfg.steps_per_epoch:
+        return cfg.steps_per_epoch
+    if num_unlabeled:
+        return max(1, num_unlabeled // (cfg.data.unlabeled_ratio * cfg.data.batch_size))
+    return max(1, num_labeled // cfg.data.batch_size)
 
 
 def build_model(cfg: TrainConfig, hierarchy: Hierarchy, views: tuple[int, ...]) -> tuple[SeFAREncoder, Any]:
@@ -138,7 +179,9 @@ def build_model(cfg: TrainConfig, hierarchy: Hierarchy, views: tuple[int, ...]) 
     return model, report
 
 
-def build_optimizer(cfg: OptimConfig, model: torch.nn.Module, extra: list[torch.nn.Module]) -> torch.optim.Optimizer:
+def build_optimizer(
+    cfg: OptimConfig, model: torch.nn.Module, extra: list[torch.nn.Module]
+) -> torch.optim.Optimizer:
     """Weight decay on weight matrices only (not norms, biases, embeddings: SPEC §2.3)."""
     decay, no_decay = [], []
     for module in [model, *extra]:
@@ -180,7 +223,14 @@ class RunState:
     best: dict[str, Any] = field(default_factory=lambda: {"val_mean_class": -1.0})
     history: list[dict[str, Any]] = field(default_factory=list)
     nonfinite_steps: int = 0
+    nonfinite_in_row: int = 0  # across epoch boundaries and resumes
+    skipped_clips: int = 0  # undecodable clips skipped so far (data.on_bad_sample=skip)
     seconds: float = 0.0
+    # running sums of the current epoch's training logs: a mid-epoch checkpoint keeps them, so a resumed
+    # epoch reports the same averages as an uninterrupted one
+    epoch_sums: dict[str, float] = field(default_factory=dict)
+    epoch_count: int = 0
+    pseudo_counts: list[int] = field(default_factory=list)  # pseudo-label histogram of the epoch
 
 
 class StopRequested(Exception):
@@ -191,13 +241,13 @@ def _unwrap(model: torch.nn.Module) -> SeFAREncoder:
     return model.module if hasattr(model, "module") else model
 
 
-def _entropy_of_histogram(labels: list[int], num_classes: int) -> float:
+def _entropy_of_histogram(counts: list[int]) -> float:
     """Normalised entropy (0..1) of the pseudo-label histogram: near 0 = collapse onto few classes."""
-    if not labels:
+    c = np.asarray(counts, dtype=np.float64)
+    if c.sum() == 0:
         return float("nan")
-    counts = np.bincount(np.asarray(labels), minlength=num_classes).astype(np.float64)
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum() / math.log(num_classes))
+    p = c[c > 0] / c.sum()
+    return float(-(p * np.log(p)).sum() / math.log(len(c)))
 
 
 # ----------------------------------------------------------------------------------------- train
@@ -224,23 +274,40 @@ def train_one_epoch(
     student.train()
     if second is not None:
         second.train()
-    sums: dict[str, float] = {}
-    count, pseudo_all, nonfinite_in_row = 0, [], 0
-    bar = tqdm(total=end - start, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not ctx["show"], leave=False)
+    sums = state.epoch_sums  # empty at an epoch's start; partly filled when resuming mid-epoch
+    if not state.pseudo_counts:
+        state.pseudo_counts = [0] * ctx["hierarchy"].num_classes
+    step_losses = []
+    bar = tqdm(
+        total=end - start, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not ctx["show"], leave=False
+    )
     for item in stream:
         labeled, unlabeled = item if ssl_phase else (item, None)
         with acc.accumulate(student):
             if ssl_phase:
                 result = ssl_step(
-                    method, cfg.method, student, teacher.module if teacher else None, labeled, unlabeled,
-                    ramp, ctx["tube_mix"], _unwrap(student).grid_size, second,
+                    method,
+                    cfg.method,
+                    student,
+                    teacher.module if teacher else None,
+                    labeled,
+                    unlabeled,
+                    ramp,
+                    ctx["tube_mix"],
+                    _unwrap(student).grid_size,
+                    second,
                 )
             else:
                 result = supervised_step(student, labeled)
                 if second is not None:  # ltg warm-up: the temporal-gradient stream learns too
                     tg = temporal_gradient(labeled["video"], _unwrap(student).config.views)
                     result.loss = result.loss + supervised_step(second, {**labeled, "video": tg}).loss
-            finite = acc.reduce(torch.isfinite(result.loss.detach()).float(), "sum").item() == acc.num_processes
+            # one collective for both flags, so every process skips the same steps and stops at the same
+            # step (SIGTERM may reach the processes at different moments; only the main one saves)
+            flags = torch.tensor([float(torch.isfinite(result.loss.detach())), float(stop["requested"])])
+            flags = acc.reduce(flags.to(acc.device), "sum")
+            finite = flags[0].item() == acc.num_processes
+            stop_now = flags[1].item() > 0
             if finite:
                 acc.backward(result.loss)
                 if acc.sync_gradients and cfg.optim.grad_clip > 0:
@@ -248,14 +315,14 @@ def train_one_epoch(
                 set_lr(optimizer, cfg.optim, state.opt_step, ctx["total_opt_steps"])
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                nonfinite_in_row = 0
+                state.nonfinite_in_row = 0
             else:
                 optimizer.zero_grad(set_to_none=True)
                 state.nonfinite_steps += 1
-                nonfinite_in_row += 1
-                if nonfinite_in_row >= cfg.max_nonfinite_steps:
+                state.nonfinite_in_row += 1
+                if state.nonfinite_in_row >= cfg.max_nonfinite_steps:
                     raise FloatingPointError(
-                        f"{nonfinite_in_row} non-finite losses in a row at epoch {epoch + 1}, "
+                        f"{state.nonfinite_in_row} non-finite losses in a row at epoch {epoch + 1}, "
                         f"micro-step {state.micro_step}; lower optim.lr or check the data"
                     )
         state.micro_step += 1
@@ -269,19 +336,29 @@ def train_one_epoch(
             sums["loss"] = sums.get("loss", 0.0) + loss
             for k, v in result.logs.items():
                 sums[k] = sums.get(k, 0.0) + v
-            count += 1
+            state.epoch_count += 1
+            step_losses.append(loss)
             if result.pseudo_labels is not None:
-                pseudo_all.extend(result.pseudo_labels.tolist())
+                for label in result.pseudo_labels.tolist():
+                    state.pseudo_counts[label] += 1
             bar.set_postfix(loss=f"{loss:.3f}")
-        if stop["requested"] and acc.sync_gradients:
+        if acc.sync_gradients and cfg.log_every_step and acc.is_main_process:
+            step_log = {"step": state.opt_step, "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+            step_log["loss"] = sum(step_losses) / len(step_losses) if step_losses else None
+            with open(ctx["run_dir"] / "steps.jsonl", "a") as f:
+                f.write(json.dumps(step_log) + "\n")
+        if acc.sync_gradients:
+            step_losses = []
+        if stop_now and acc.sync_gradients:
             bar.close()
             raise StopRequested
     bar.close()
-    logs = {k: v / max(1, count) for k, v in sums.items()}
+    logs = {k: v / max(1, state.epoch_count) for k, v in sums.items()}
     logs["ramp"] = ramp
     logs["lr"] = optimizer.param_groups[0]["lr"]
-    if pseudo_all:
-        logs["pseudo_label_entropy"] = _entropy_of_histogram(pseudo_all, ctx["hierarchy"].num_classes)
+    if sum(state.pseudo_counts):
+        logs["pseudo_label_entropy"] = _entropy_of_histogram(state.pseudo_counts)
+    state.epoch_sums, state.epoch_count, state.pseudo_counts = {}, 0, []
     return logs
 
 
@@ -289,18 +366,26 @@ def train_one_epoch(
 @torch.no_grad()
 def evaluate(model: SeFAREncoder, dataset, cfg: TrainConfig, acc: Accelerator, desc: str) -> dict[str, Any]:
     """Multi-view test over ``dataset`` (softmax averaged over temporal offsets x crops), sharded over
-    processes; returns :func:`classification_report` plus the raw predictions."""
+    processes; returns the predictions ``{"probs": [N, K], "labels": [N]}`` in dataset order (see
+    :func:`score`).
+
+    The global RNG is forked: evaluation must not shift the training's random stream (eval-mode
+    decoding draws unused per-sample seeds from it in this process when ``num_workers`` is 0, so
+    without the fork a run's randomness would depend on the worker count and on ``eval.every``).
+    """
     model.eval()
     shard = Subset(dataset, list(range(acc.process_index, len(dataset), acc.num_processes)))
-    loader = eval_loader(shard, cfg.eval.batch_size, cfg.data.num_workers)
     rows = []
-    for batch in tqdm(loader, desc=desc, disable=not (cfg.progress and acc.is_main_process), leave=False):
-        if len(batch["index"]) == 0:
-            continue
-        video = batch["video"]  # [B, n, C, S, H, W]
-        b, n = video.shape[:2]
-        probs = model(video.flatten(0, 1)).logits.softmax(-1).view(b, n, -1).mean(1)
-        rows += list(zip(batch["index"].tolist(), batch["label"].tolist(), probs.numpy()))
+    with torch.random.fork_rng(devices=[]):
+        loader = eval_loader(shard, cfg.eval.batch_size, cfg.data.num_workers)
+        show = cfg.progress and acc.is_main_process
+        for batch in tqdm(loader, desc=desc, disable=not show, leave=False):
+            if len(batch["index"]) == 0:
+                continue
+            video = batch["video"].to(acc.device)  # [B, n, C, S, H, W]
+            b, n = video.shape[:2]
+            probs = model(video.flatten(0, 1)).logits.float().softmax(-1).view(b, n, -1).mean(1)
+            rows += list(zip(batch["index"].tolist(), batch["label"].tolist(), probs.cpu().numpy()))
     rows = sorted(gather_object(rows), key=lambda r: r[0])
     if not rows:
         raise RuntimeError(f"{desc}: no clip could be evaluated")
@@ -313,7 +398,11 @@ def score(pred: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     h: Hierarchy = ctx["hierarchy"]
     labels = range(h.num_classes)
     return classification_report(
-        pred["probs"], pred["labels"], [h.set_of(c) for c in labels], [h.event_of(c) for c in labels], ctx["pairs"]
+        pred["probs"],
+        pred["labels"],
+        [h.set_of(c) for c in labels],
+        [h.event_of(c) for c in labels],
+        ctx["pairs"],
     )
 
 
@@ -333,6 +422,9 @@ def save_run_checkpoint(ctx: dict[str, Any], state: RunState, name: str) -> None
     opt_tensors, opt_meta = flatten_optimizer(ctx["optimizer"].state_dict(), "optim")
     tensors.update(opt_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():  # dropout and drop path draw from the device's generator on a GPU
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    state.skipped_clips = ctx["loader"].num_skipped
     payload = {**dataclasses.asdict(state), "optim": opt_meta, **extra}
     save_checkpoint(ctx["run_dir"], name, tensors, payload)
     keep = {f"epoch_{e:04d}" for e in range(state.epoch - ctx["cfg"].keep_checkpoints + 1, state.epoch + 1)}
@@ -349,15 +441,19 @@ def restore_run_checkpoint(ctx: dict[str, Any], path: Path) -> RunState:
         _unwrap(ctx["second"]).load_state_dict(unprefixed(tensors, "second"), strict=True)
     ctx["optimizer"].load_state_dict(unflatten_optimizer(tensors, payload["optim"], "optim"))
     torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
     fields = {f.name for f in dataclasses.fields(RunState)}
-    return RunState(**{k: v for k, v in payload.items() if k in fields})
+    state = RunState(**{k: v for k, v in payload.items() if k in fields})
+    ctx["loader"].num_skipped = state.skipped_clips
+    return state
 
 
 # ----------------------------------------------------------------------------------------- main
 def finish(ctx: dict[str, Any], state: RunState, datasets: dict) -> dict[str, Any]:
     """Test once with the model selected on val; write metrics.json, report.md and the plots."""
     cfg, acc, run_dir = ctx["cfg"], ctx["accelerator"], ctx["run_dir"]
-    best = SeFAREncoder.from_pretrained(run_dir / "encoder")
+    best = SeFAREncoder.from_pretrained(run_dir / "encoder").to(acc.device)
     val = score(evaluate(best, datasets["val"], cfg, acc, "val (best)"), ctx)
     test_pred = evaluate(best, datasets["test"], cfg, acc, "test")
     test = score(test_pred, ctx)
@@ -402,17 +498,25 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
     torch.manual_seed(cfg.seed)
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True)
 
     method = resolve_method(cfg.method)
     views = method_views(method, cfg.num_frames)
+    splits = ("train", "unlabel", "val", "test") if method.uses_unlabeled else ("train", "val", "test")
+    check_lists(cfg, splits)
     hierarchy = build_hierarchy(cfg)
     augment = dataclasses.replace(cfg.data.augment, temporal_perturb=method.perturb)
     data_cfg = dataclasses.replace(cfg.data, views=views, augment=augment)
-    splits = ("train", "unlabel", "val", "test") if method.uses_unlabeled else ("train", "val", "test")
     datasets = build_datasets(data_cfg, hierarchy.num_classes, splits)
-    if not method.uses_unlabeled:  # lock-step loader needs an unlabeled stream; supervised never reads it
+    if method.uses_unlabeled:
+        num_unlabeled = len(datasets["unlabel"])
+        if num_unlabeled == 0:
+            raise ConfigError(
+                f"method.name={cfg.method.name} needs unlabeled clips, but the unlabeled list of "
+                f"data.label_rate={cfg.data.label_rate} is empty; train method.name=supervised instead"
+            )
+    else:  # lock-step loader needs an unlabeled stream; supervised never reads it
+        unlabel_list = split_paths(cfg.data.root, cfg.data.label_rate).unlabel
+        num_unlabeled = len(read_list(unlabel_list)) if unlabel_list.is_file() else 0
         datasets["unlabel"] = datasets["train"]
     micro = cfg.data.batch_size // (cfg.grad_accum * acc.num_processes)
     if micro * cfg.grad_accum * acc.num_processes != cfg.data.batch_size:
@@ -423,12 +527,10 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     loader = build_semi_loader(
         dataclasses.replace(data_cfg, batch_size=cfg.data.batch_size // cfg.grad_accum),
         datasets,
+        device=acc.device,
         shard=(acc.process_index, acc.num_processes),
     )
-    opt_per_epoch = cfg.steps_per_epoch or max(
-        1, len(datasets["unlabel"]) // (cfg.data.unlabeled_ratio * cfg.data.batch_size)
-    )
-    micro_per_epoch = opt_per_epoch * cfg.grad_accum
+    opt_per_epoch = optimizer_steps_per_epoch(cfg, len(datasets["train"]), num_unlabeled)
 
     student, init_report = build_model(cfg, hierarchy, views)
     if method.order_blind:
@@ -469,16 +571,38 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     state = RunState()
     if resume:
         if acc.is_main_process:
-            for p in clean_stale(run_dir):
+            for p in clean_stale(run_dir) + clean_run_dir(run_dir):
                 print(f"removed stale temporary file {p}")
         acc.wait_for_everyone()
         ckpt = latest_checkpoint(run_dir)
         if ckpt is not None:
             state = restore_run_checkpoint(ctx, ckpt)
             print(f"resumed from {ckpt} (epoch {state.epoch}, optimizer step {state.opt_step})")
+    if acc.is_main_process:  # what a crash after the last checkpoint wrote is written again
+        write_history(run_dir, state)
 
+    # Process-wide settings last only as long as this run (run() may be called in-process, e.g. by tests).
     stop = {"requested": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():  # signals can only be set from there
+        previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(cfg.deterministic or was_deterministic)
+    try:
+        return train_and_finish(ctx, state, datasets, stop)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+def train_and_finish(
+    ctx: dict[str, Any], state: RunState, datasets: dict, stop: dict[str, bool]
+) -> dict[str, Any]:
+    """The epoch loop: train, validate, keep the best on val, checkpoint; then :func:`finish`."""
+    cfg, acc, run_dir = ctx["cfg"], ctx["accelerator"], ctx["run_dir"]
+    student, loader = ctx["student"], ctx["loader"]
+    micro_per_epoch = ctx["opt_per_epoch"] * cfg.grad_accum
     started = time.time() - state.seconds
     while state.epoch < cfg.epochs:
         epoch = state.epoch
@@ -508,11 +632,32 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         state.history.append(record)
         state.seconds = time.time() - started
         if acc.is_main_process:
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            write_history(run_dir, state)
         save_run_checkpoint(ctx, state, f"epoch_{state.epoch:04d}")
         acc.wait_for_everyone()
     return finish(ctx, state, datasets)
+
+
+def clean_run_dir(run_dir: Path) -> list[Path]:
+    """Remove what an interrupted atomic write left in the run folder itself (``.tmp-metrics.jsonl``,
+    ``.encoder.tmp-*/`` and ``.encoder.old-*/`` of ``save_pretrained``, ``config.yaml.tmp``)."""
+    removed = []
+    for p in run_dir.iterdir():
+        hidden_tmp = p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name)
+        if hidden_tmp or p.name.endswith(".tmp"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            removed.append(p)
+    return removed
+
+
+def write_history(run_dir: Path, state: RunState) -> None:
+    """``metrics.jsonl`` from the run's history (rewritten whole: a fresh run into an old folder or a
+    resume after a crash never leaves stale or doubled lines); ``steps.jsonl`` cut to the steps taken."""
+    write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state.history))
+    steps = run_dir / "steps.jsonl"
+    if steps.is_file():
+        kept = [x for x in steps.read_text().splitlines() if x and json.loads(x)["step"] <= state.opt_step]
+        write_text_atomic(steps, "".join(x + "\n" for x in kept))
 
 
 def run_meta(root: str) -> dict[str, Any]:
@@ -542,10 +687,11 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     except StopRequested:
         return 143
-    print(
-        f"done: test mean class {100 * metrics['test']['mean_class']:.1f} % "
-        f"(top-1 {100 * metrics['test']['top1']:.1f} %) -> {cfg.out_dir}/report.md"
-    )
+    if PartialState().is_main_process:
+        print(
+            f"done: test mean class {100 * metrics['test']['mean_class']:.1f} % "
+            f"(top-1 {100 * metrics['test']['top1']:.1f} %) -> {cfg.out_dir}/report.md"
+        )
     return 0
 
 

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from .losses import LossConfig, mix_loss, supervised_loss, threshold_mask, total_loss, unlabeled_loss
 from .model.encoder import SeFAREncoder
 from .model.token_mix import TubeMix
-from .regulation import RegulationConfig, k_sample_stats, teacher_k_samples
+from .regulation import RegulationConfig, k_sample_stats, teacher_k_full_passes, teacher_k_samples
 
 ORDER_BLIND_MARKERS = (".proj_t.", "time_embeds.")
 MethodName = Literal["supervised", "framepool", "fixmatch", "svformer", "ltg", "sefar"]
@@ -69,6 +69,13 @@ class MethodConfig:
     )
     mix_alpha: float = field(default=10.0, metadata={"help": "TubeTokenMix λ ~ Beta(alpha, alpha)"})
     ltg_align_weight: float = field(default=1.0, metadata={"help": "ltg: weight of the feature alignment"})
+    regulation_impl: Literal["one_pass", "full_passes"] = field(
+        default="one_pass",
+        metadata={
+            "help": "Ada-Reg teacher: one pass + K head-dropout samples, or K full passes (official; for "
+            "scripts/bench_teacher.py)"
+        },
+    )
     regulation: RegulationConfig = field(default_factory=RegulationConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 
@@ -173,8 +180,10 @@ def _pseudo_stats(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(ŷ [B], q̄ [B, K_cls], w [B]) from the teacher on the weak views."""
     if method.ada_reg:
-        # one backbone pass, K dropout masks on h: the same distribution as K full passes (SPEC §2.3)
-        stats = k_sample_stats(teacher_k_samples(teacher, weak, cfg.regulation.num_samples), cfg.regulation)
+        # one backbone pass, K dropout masks on h: the same distribution as K full passes (SPEC §2.3);
+        # "full_passes" runs the official K whole teacher passes (reproduction, scripts/bench_teacher.py)
+        sample = teacher_k_samples if cfg.regulation_impl == "one_pass" else teacher_k_full_passes
+        stats = k_sample_stats(sample(teacher, weak, cfg.regulation.num_samples), cfg.regulation)
         return stats.pseudo_label, stats.q_mean, stats.weight
     with torch.no_grad():
         q = teacher(weak).logits.softmax(dim=-1)

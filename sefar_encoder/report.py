@@ -12,15 +12,16 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def plot_curves(history: list[dict[str, Any]], path: str | Path) -> None:
     """Training loss and validation mean class accuracy (student, teacher) per epoch."""
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax_loss.plot(epochs, [h["train"]["loss"] for h in history], marker="o", label="total")
+    # an epoch whose every step was non-finite (and skipped) has no loss: a gap in the curve
+    ax_loss.plot(epochs, [h["train"].get("loss", np.nan) for h in history], marker="o", label="total")
     if any("l_un" in h["train"] for h in history):
         ax_loss.plot(epochs, [h["train"].get("l_un", np.nan) for h in history], marker=".", label="L_un")
     ax_loss.set_xlabel("epoch")
@@ -88,10 +89,14 @@ def write_report(metrics: dict[str, Any], path: str | Path) -> None:
     lines = [
         f"# Encoder run: {metrics['method']} @ {metrics['label_rate']} % labels",
         "",
-        f"- data: `{metrics['data_root']}`; {metrics['epochs']} epochs, {metrics['optimizer_steps']} optimizer"
-        f" steps, {metrics['minutes']:.1f} min on {metrics['machine']}",
-        f"- model selected on **val**: {best['which']} of epoch {best['epoch']}"
-        f" (val mean class {_pct(best['val_mean_class'])} %)",
+        (
+            f"- data: `{metrics['data_root']}`; {metrics['epochs']} epochs, {metrics['optimizer_steps']}"
+            f" optimizer steps, {metrics['minutes']:.1f} min on {metrics['machine']}"
+        ),
+        (
+            f"- model selected on **val**: {best['which']} of epoch {best['epoch']}"
+            f" (val mean class {_pct(best['val_mean_class'])} %)"
+        ),
         f"- skipped clips: {metrics['skipped_clips']}; non-finite loss steps skipped: {metrics['nonfinite_steps']}",
         "",
         "| split | clips | top-1 | top-5 | mean class | set mean class | event mean class |",

@@ -1,0 +1,114 @@
+"""Pytest helpers for the encoder training tests: ONE SynthGym tiny data set and a frame-pretrained tiny
+backbone, built once per session and shared by every module that imports them.
+
+    from synthgym_fixtures import load_script, synthgym_tiny, tiny_train_config
+
+``synthgym_tiny`` yields :class:`TinyData` (``root``: the data set folder, ``backbone``: the image-ViT
+``model.safetensors``). The data set is the generator's ``tiny`` preset (12 classes; 12 labeled + 60
+unlabeled train clips at 10 %, 12 val, 12 test, 64 px); the backbone is pretrained for a few steps only —
+enough to exercise the loading path, not to be good. :func:`tiny_train_config` gives a
+``TrainConfig`` that trains in a couple of seconds on it.
+
+A fixture imported into several test modules is registered once per module by pytest, so the session
+cache lives in this module (``_CACHE``): the data are generated once per test session whatever imports them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
+TINY_ENCODER_YAML = REPO / "configs" / "encoder" / "synthgym_tiny.yaml"
+TINY_PRETRAIN_YAML = REPO / "configs" / "pretrain" / "synthgym_tiny.yaml"
+
+_CACHE: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class TinyData:
+    root: Path  # SynthGym tiny data set folder
+    backbone: Path  # frame-pretrained image ViT (model.safetensors)
+
+
+def load_script(name: str) -> ModuleType:
+    """Import ``scripts/<name>.py`` as a module (scripts are not a package); cached in ``sys.modules``."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def build_tiny_data(base: Path) -> TinyData:
+    """Generate SynthGym tiny (seed 0) under ``base/synthgym-tiny`` and pretrain a backbone for 6 steps."""
+    from gym_qa.synthgym.dataset import generate_dataset
+
+    root = base / "synthgym-tiny"
+    generate_dataset(root, "tiny", seed=0, workers=1, progress=False)
+    pretrain = load_script("pretrain_image_backbone")
+    cfg = pretrain.load_config(
+        pretrain.PretrainConfig,
+        TINY_PRETRAIN_YAML,
+        [f"data_root={root}", f"out_dir={base / 'backbone'}", "steps=6", "batch_size=32", "progress=false"],
+    )
+    out = pretrain.pretrain(cfg)
+    return TinyData(root=root, backbone=out / "model.safetensors")
+
+
+@pytest.fixture(scope="session")
+def synthgym_tiny(tmp_path_factory) -> TinyData:
+    if "tiny" not in _CACHE:
+        _CACHE["tiny"] = build_tiny_data(tmp_path_factory.mktemp("synthgym-shared"))
+    return _CACHE["tiny"]
+
+
+# Small and fast, yet every phase runs: 1 supervised warm-up epoch, then 1 SSL epoch; 2 steps each.
+TINY_OVERRIDES = [
+    "epochs=2",
+    "steps_per_epoch=2",
+    "method.warm_epochs=1",
+    "data.batch_size=2",
+    "data.unlabeled_ratio=2",
+    "data.num_workers=0",
+    "data.validate=false",
+    "eval.batch_size=12",
+    "progress=false",
+]
+
+
+def tiny_train_config(data: TinyData, out_dir: Path, *overrides: str):
+    """``configs/encoder/synthgym_tiny.yaml`` + :data:`TINY_OVERRIDES` + ``overrides`` as a ``TrainConfig``."""
+    train = load_script("train_encoder")
+    return train.load_config(
+        train.TrainConfig,
+        TINY_ENCODER_YAML,
+        [
+            f"data.root={data.root}",
+            f"out_dir={out_dir}",
+            f"init_checkpoint={data.backbone}",
+            *TINY_OVERRIDES,
+            *overrides,
+        ],
+    )
+
+
+def tiny_cli_args(data: TinyData, out_dir: Path, *overrides: str) -> list[str]:
+    """The same configuration as :func:`tiny_train_config`, as ``train_encoder.py`` arguments."""
+    return [
+        "--config",
+        str(TINY_ENCODER_YAML),
+        f"data.root={data.root}",
+        f"out_dir={out_dir}",
+        f"init_checkpoint={data.backbone}",
+        *TINY_OVERRIDES,
+        *overrides,
+    ]
