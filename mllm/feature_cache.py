@@ -1,0 +1,483 @@
+"""Feature cache: encode every clip of a list once, then train and evaluate from tokens, never from video.
+
+Shape notation: B clips, N tokens per clip, D token width.
+
+    list file ──► eval data path (segment centres, centre crop) ──► encoder.encode ──► shards + index
+    FeatureCache.get(clip_ids) ──► tokens [B, N, D]       (reads safetensors; decodes nothing)
+
+Layout of a cache root (one folder per encoder fingerprint, so weights, token options or preprocessing
+that differ never share features; a changed encoder simply finds no folder and encodes again)::
+
+    <root>/<fingerprint[:16]>/
+        index.json                  format, fingerprint, encoder description (options, preprocessing),
+                                    dtype, token_shape [N, D], clips {id: shard, path, size, mtime_ns},
+                                    skipped {id: path, reason, ...}, lists {path: sha256, counts}
+        shard-00000.safetensors     up to ``shard_size`` clips, tensor "<clip id>" [N, D] each
+        ...
+
+A clip's id is its file stem (Gym-QA's ``video`` field). Shards are immutable; the index is rewritten
+after every shard, so an interrupted build keeps what it encoded. Both go to a temporary name and are
+renamed into place; a lock file serialises writers of one folder. Rebuilding checks every listed clip's
+path, size and mtime: an edited clip is encoded again (its old tensor stays, unreferenced, in an old
+shard), an unchanged one is not touched. Clips that cannot be decoded follow the data path's
+``on_bad_sample`` policy: ``error`` raises (after saving what was done), ``skip`` records them under
+``skipped`` in the index; the same goes for a clip whose features come out non-finite.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from gym_qa.lists import ListEntry, read_list
+from mllm.encoders.base import VideoEncoder
+from sefar_encoder.dataset import BadSamplePolicy, SkippedSample, collate_clips
+from sefar_encoder.decoding import Backend
+
+INDEX_FORMAT = "mllm.feature_cache/1"
+INDEX_NAME = "index.json"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class StaleCacheError(RuntimeError):
+    """The cache on disk was made by another encoder (fingerprint) or with other settings."""
+
+
+class EncodingError(RuntimeError):
+    """A clip decoded, but its features are unusable (non-finite); ``on_bad_sample`` decides."""
+
+
+def clip_id(path: str | os.PathLike) -> str:
+    """A clip's id: its file name without extension (Gym-QA's ``video`` field)."""
+    return Path(path).stem
+
+
+def cache_directory(root: str | os.PathLike, fingerprint: str) -> Path:
+    """The folder of an encoder's features under ``root``."""
+    return Path(root) / fingerprint[:16]
+
+
+# ---- producing features ------------------------------------------------------------------------
+
+
+@dataclass
+class EncodedBatch:
+    """One batch of :func:`encode_entries`: ``tokens [b, N, D]`` for ``entries`` (list order), and the
+    clips of this batch that were skipped, with the reason."""
+
+    entries: list[ListEntry]
+    tokens: torch.Tensor
+    skipped: list[tuple[ListEntry, str]] = field(default_factory=list)
+
+
+def _collate_with_reasons(batch: list[dict[str, Any] | SkippedSample]) -> dict[str, Any]:
+    """:func:`collate_clips`, plus why each skipped clip was skipped (collate keeps only paths)."""
+    out = collate_clips(batch)
+    out["skip_reasons"] = {s.index: s.reason for s in batch if isinstance(s, SkippedSample)}
+    return out
+
+
+def encode_entries(
+    encoder: VideoEncoder,
+    entries: Sequence[ListEntry],
+    batch_size: int = 8,
+    num_workers: int = 0,
+    backend: Backend = "decord",
+    on_bad_sample: BadSamplePolicy = "error",
+    progress: bool = True,
+    desc: str = "encode",
+) -> Iterator[EncodedBatch]:
+    """Decode, preprocess (the data path's eval pipeline for ``encoder.preprocess``) and encode clips.
+
+    The features a cache stores and what an on-the-fly evaluation computes both come from here.
+    """
+    entries = list(entries)
+    dataset = encoder.preprocess.eval_dataset(entries, backend=backend, on_bad_sample=on_bad_sample)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_collate_with_reasons,
+    )
+    bar = tqdm(total=len(entries), desc=desc, disable=not progress, unit="clip")
+    try:
+        for batch in loader:
+            kept = [entries[i] for i in batch["index"].tolist()]
+            skipped = [(entries[i], reason) for i, reason in batch["skip_reasons"].items()]
+            bar.update(len(kept) + len(skipped))
+            if not kept:
+                yield EncodedBatch([], torch.empty(0), skipped)
+                continue
+            video = batch["video"][:, 0]  # one eval view per clip: [b, C, S, H, W]
+            tokens = encoder.encode(video)  # [b, N, D]
+            finite = torch.isfinite(tokens).flatten(1).all(dim=1).tolist()
+            if not all(finite):
+                bad = [e for e, ok in zip(kept, finite) if not ok]
+                if on_bad_sample == "error":
+                    raise EncodingError(
+                        f"{bad[0].path}: the {encoder.name} encoder produced non-finite features"
+                    )
+                skipped += [(e, "non-finite features") for e in bad]
+                keep = torch.tensor(finite)
+                kept, tokens = [e for e, ok in zip(kept, finite) if ok], tokens[keep]
+            yield EncodedBatch(kept, tokens, skipped)
+    finally:
+        bar.close()
+
+
+# ---- the cache on disk --------------------------------------------------------------------------
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    """``write(tmp_path)`` then rename over ``path``: readers see the old or the new file, never half."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    _write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n"))
+
+
+@contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Exclusive lock of a cache folder for one writer (released by the OS if the process dies)."""
+    with open(directory / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _file_state(path: Path) -> dict[str, Any] | None:
+    """What identifies a clip file's content cheaply (no reading): path, size, mtime; None if missing."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class _ShardWriter:
+    """Collects clips' tokens and writes them as shards of ``shard_size``, updating the index each time."""
+
+    def __init__(self, directory: Path, index: dict[str, Any], shard_size: int, dtype: torch.dtype):
+        self.directory, self.index, self.shard_size, self.dtype = directory, index, shard_size, dtype
+        self.pending: dict[str, torch.Tensor] = {}
+        self.pending_meta: dict[str, dict[str, Any]] = {}
+
+    def add(self, cid: str, tokens: torch.Tensor, state: dict[str, Any]) -> None:
+        # clone: rows of one batch share storage, which safetensors refuses to save.
+        self.pending[cid] = tokens.detach().to("cpu", self.dtype).clone()
+        self.pending_meta[cid] = state
+        if len(self.pending) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            numbers = [int(name[6:11]) for name in self.index["shards"]]
+            name = f"shard-{max(numbers, default=-1) + 1:05d}.safetensors"
+            tensors = self.pending
+            _write_atomic(self.directory / name, lambda tmp: save_file(tensors, str(tmp)))
+            self.index["shards"][name] = len(tensors)
+            for cid, state in self.pending_meta.items():
+                self.index["clips"][cid] = {"shard": name, **state}
+                self.index["skipped"].pop(cid, None)
+            self.pending, self.pending_meta = {}, {}
+        _write_json(self.directory / INDEX_NAME, self.index)
+
+
+def _new_index(
+    encoder: VideoEncoder, fingerprint: str, dtype: torch.dtype, shard_size: int
+) -> dict[str, Any]:
+    return {
+        "format": INDEX_FORMAT,
+        "fingerprint": fingerprint,
+        "encoder": encoder.describe(),
+        "dtype": str(dtype).removeprefix("torch."),
+        "token_shape": [encoder.num_tokens, encoder.dim],
+        "shard_size": shard_size,
+        "shards": {},
+        "clips": {},
+        "skipped": {},
+        "lists": {},
+    }
+
+
+@dataclass
+class BuildReport:
+    """What :func:`build_feature_cache` did, per call (all lists together)."""
+
+    directory: Path
+    fingerprint: str
+    encoded: int = 0
+    reused: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)  # clip id -> reason (this call's lists)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "directory": str(self.directory)}
+
+
+def build_feature_cache(
+    encoder: VideoEncoder,
+    lists: str | os.PathLike | Sequence[str | os.PathLike],
+    root: str | os.PathLike,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    backend: Backend = "decord",
+    on_bad_sample: BadSamplePolicy = "error",
+    shard_size: int = 1000,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+) -> BuildReport:
+    """Encode every clip of ``lists`` not yet cached (or changed since) into ``root``'s folder for
+    ``encoder``; returns a :class:`BuildReport` (open the result with :meth:`FeatureCache.for_encoder`
+    or ``FeatureCache(report.directory)``)."""
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be positive, got {shard_size}")
+    if isinstance(lists, (str, os.PathLike)):
+        lists = [lists]
+    start = time.perf_counter()
+    fingerprint = encoder.fingerprint()
+    directory = cache_directory(root, fingerprint)
+    directory.mkdir(parents=True, exist_ok=True)
+    report = BuildReport(directory, fingerprint)
+    with _locked(directory):
+        index_file = directory / INDEX_NAME
+        index = json.loads(index_file.read_text()) if index_file.is_file() else None
+        index = index or _new_index(encoder, fingerprint, dtype, shard_size)
+        _check_index(index, directory, fingerprint)
+        if index["dtype"] != str(dtype).removeprefix("torch."):
+            raise StaleCacheError(
+                f"{directory} stores {index['dtype']} features, asked for {dtype}: use the same dtype "
+                "or another cache root"
+            )
+        # Every list is encoded with the same settings; only the clips differ.
+        encode = partial(
+            encode_entries,
+            encoder,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            backend=backend,
+            on_bad_sample=on_bad_sample,
+            progress=progress,
+        )
+        writer = _ShardWriter(directory, index, shard_size, dtype)
+        for list_file in map(Path, lists):
+            _cache_list(list_file, index, encode, writer, report, on_bad_sample)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _cache_list(
+    list_file: Path,
+    index: dict[str, Any],
+    encode: Callable[..., Iterator[EncodedBatch]],
+    writer: _ShardWriter,
+    report: BuildReport,
+    on_bad_sample: BadSamplePolicy,
+) -> None:
+    """Bring the cache up to date for one list: encode what is new or changed, record the list."""
+    directory = writer.directory
+    entries = read_list(list_file)
+    states: dict[str, dict[str, Any] | None] = {}
+    for entry in entries:
+        cid = clip_id(entry.path)
+        if cid in states:
+            raise ValueError(f"{list_file}:{entry.line}: clip id {cid!r} appears twice (ids are file stems)")
+        states[cid] = _file_state(entry.path)
+        known = index["clips"].get(cid) or index["skipped"].get(cid)
+        if known is not None and known["path"] != str(entry.path):
+            raise StaleCacheError(
+                f"{list_file}:{entry.line}: clip id {cid!r} is cached from {known['path']}, now listed as "
+                f"{entry.path}: use one cache root per data set, or delete {directory}"
+            )
+
+    def current(cid: str) -> bool:
+        state = states[cid]
+        if state is None:  # missing file: let the decoder report it under the bad-sample policy
+            return False
+        if cid in index["clips"]:
+            return {k: index["clips"][cid][k] for k in state} == state
+        # A clip skipped before is tried again when it changed or when bad clips must now raise.
+        return (
+            on_bad_sample == "skip"
+            and cid in index["skipped"]
+            and ({k: index["skipped"][cid][k] for k in state} == state)
+        )
+
+    todo = [e for e in entries if not current(clip_id(e.path))]
+    report.reused += len(entries) - len(todo)
+    try:
+        for batch in encode(todo, desc=f"encode {list_file.name}"):
+            for entry, tokens in zip(batch.entries, batch.tokens):
+                cid = clip_id(entry.path)
+                writer.add(cid, tokens, states[cid] or {"path": str(entry.path)})
+            for entry, reason in batch.skipped:
+                cid = clip_id(entry.path)
+                index["clips"].pop(cid, None)  # an edited clip that no longer decodes loses its features
+                index["skipped"][cid] = {**(states[cid] or {"path": str(entry.path)}), "reason": reason}
+            report.encoded += len(batch.entries)
+    finally:
+        writer.flush()  # also on errors: keep every clip encoded so far
+    listed = [clip_id(e.path) for e in entries]
+    report.skipped.update({c: index["skipped"][c]["reason"] for c in listed if c in index["skipped"]})
+    index["lists"][str(list_file.resolve())] = {
+        "sha256": _sha256(list_file),
+        "num_clips": len(entries),
+        "num_skipped": sum(c in index["skipped"] for c in listed),
+    }
+    _write_json(directory / INDEX_NAME, index)
+
+
+def _check_index(index: dict[str, Any], directory: Path, fingerprint: str | None) -> None:
+    if index.get("format") != INDEX_FORMAT:
+        raise StaleCacheError(f"{directory}: index format {index.get('format')!r}, expected {INDEX_FORMAT!r}")
+    if fingerprint is not None and index["fingerprint"] != fingerprint:
+        raise StaleCacheError(
+            f"{directory} holds features of encoder {index['fingerprint'][:16]}, not of this encoder "
+            f"({fingerprint[:16]}): its weights, options or preprocessing differ; build the cache again"
+        )
+
+
+class FeatureCache:
+    """Read side: ``get(clip_ids) -> tokens [B, N, D]`` from a folder :func:`build_feature_cache` wrote.
+
+    ``fingerprint`` (an encoder's :meth:`~VideoEncoder.fingerprint`) makes opening fail with
+    :class:`StaleCacheError` unless the features were made by exactly that encoder. Shards are opened
+    lazily and memory-mapped; the object pickles without its file handles (DataLoader workers reopen).
+    """
+
+    def __init__(self, directory: str | os.PathLike, fingerprint: str | None = None):
+        self.directory = Path(directory)
+        index_file = self.directory / INDEX_NAME
+        if not index_file.is_file():
+            raise FileNotFoundError(
+                f"{self.directory}: no feature cache (build it with scripts/cache_features.py)"
+            )
+        self.index = json.loads(index_file.read_text())
+        _check_index(self.index, self.directory, fingerprint)
+        self._handles: dict[str, Any] = {}
+
+    @classmethod
+    def for_encoder(cls, root: str | os.PathLike, encoder: VideoEncoder) -> FeatureCache:
+        """The cache of exactly this encoder under ``root`` (FileNotFoundError if never built)."""
+        fingerprint = encoder.fingerprint()
+        return cls(cache_directory(root, fingerprint), fingerprint=fingerprint)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.index["fingerprint"]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return DTYPES[self.index["dtype"]]
+
+    @property
+    def token_shape(self) -> tuple[int, int]:
+        """``(N, D)`` of every clip's tokens."""
+        n, d = self.index["token_shape"]
+        return n, d
+
+    @property
+    def clip_ids(self) -> list[str]:
+        return list(self.index["clips"])
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Clip id -> why it has no features."""
+        return {cid: rec["reason"] for cid, rec in self.index["skipped"].items()}
+
+    def __len__(self) -> int:
+        return len(self.index["clips"])
+
+    def __contains__(self, cid: object) -> bool:
+        return cid in self.index["clips"]
+
+    def get(self, clip_ids: Sequence[str]) -> torch.Tensor:
+        """``tokens [B, N, D]`` (the cache's dtype) for ``clip_ids``, in that order."""
+        clips = self.index["clips"]
+        missing = [c for c in clip_ids if c not in clips]
+        if missing:
+            why = [
+                f"{c} (skipped: {self.index['skipped'][c]['reason']})" if c in self.index["skipped"] else c
+                for c in missing[:5]
+            ]
+            raise KeyError(f"{self.directory}: no features for {len(missing)} clip(s): {', '.join(why)}")
+        out = torch.empty((len(clip_ids), *self.token_shape), dtype=self.dtype)
+        for row, cid in enumerate(clip_ids):
+            out[row] = self._shard(clips[cid]["shard"]).get_tensor(cid)
+        return out
+
+    def _shard(self, name: str) -> Any:
+        if name not in self._handles:
+            self._handles[name] = safe_open(str(self.directory / name), framework="pt")
+        return self._handles[name]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_handles": {}}
+
+
+# ---- how much the cache saves ---------------------------------------------------------------------
+
+
+def benchmark_feature_cache(
+    encoder: VideoEncoder,
+    cache: FeatureCache,
+    list_file: str | os.PathLike,
+    num_clips: int = 16,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    backend: Backend = "decord",
+) -> dict[str, Any]:
+    """Seconds to produce the tokens of the first ``num_clips`` cached clips of ``list_file`` on the fly
+    (decode + preprocess + encode) vs reading them from ``cache``; also checks they agree."""
+    entries = [e for e in read_list(list_file) if clip_id(e.path) in cache][:num_clips]
+    if not entries:
+        raise ValueError(f"none of the clips of {list_file} are in {cache.directory}")
+    ids = [clip_id(e.path) for e in entries]
+    start = time.perf_counter()
+    fresh = [
+        b.tokens for b in encode_entries(encoder, entries, batch_size, num_workers, backend, progress=False)
+    ]
+    on_the_fly = time.perf_counter() - start
+    start = time.perf_counter()
+    cached = [cache.get(ids[i : i + batch_size]) for i in range(0, len(ids), batch_size)]
+    from_cache = time.perf_counter() - start
+    diff = (torch.cat(fresh).float() - torch.cat(cached).float()).abs().max().item()
+    return {
+        "encoder": encoder.name,
+        "clips": len(ids),
+        "on_the_fly_s": on_the_fly,
+        "cache_s": from_cache,
+        "on_the_fly_ms_per_clip": 1e3 * on_the_fly / len(ids),
+        "cache_ms_per_clip": 1e3 * from_cache / len(ids),
+        "speedup": on_the_fly / max(from_cache, 1e-9),
+        "max_abs_diff": diff,
+    }
