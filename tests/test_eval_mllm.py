@@ -1,0 +1,78 @@
+"""Gym-QA evaluation of a trained MLLM: predictions in generate and likelihood mode, the evaluator's report,
+circular evaluation, and a loud failure for the wrong encoder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mllm_run_fixtures import load_script, mllm_data, trained_mllm  # noqa: F401
+from tiny_llm_fixtures import tiny_llm_dir  # noqa: F401
+
+from gym_qa import read_predictions
+from gym_qa.questions import load_questions
+
+evaluate = load_script("eval_mllm_gymqa")
+
+
+def _args(data: dict[str, Path], mllm: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--mllm", str(mllm), "--weights", str(data["encoder"]), "--questions", str(data["questions"]),
+        "--list", str(data["test_list"]), "--cache-root", str(data["features"]),
+        "--out-predictions", str(out), "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+def test_generate_and_likelihood_predictions_and_report(mllm_data, trained_mllm, tmp_path):  # noqa: F811
+    questions = load_questions(mllm_data["questions"])
+    out = tmp_path / "generate.jsonl"
+    assert (
+        evaluate.main(_args(mllm_data, trained_mllm, out, "--mode", "generate", "--max-new-tokens", "6")) == 0
+    )
+    predictions = read_predictions(out)
+    assert list(predictions) == [q.question_id for q in questions]
+    assert all(p.text is not None and p.option_scores is None for p in predictions.values())
+    report = json.loads((tmp_path / "generate_report.json").read_text())
+    assert list(report["modes"]) == ["text"] and report["modes"]["text"]["overall"]["total"] == len(questions)
+    assert (tmp_path / "generate_report.md").read_text().startswith("# Gym-QA")
+    assert report["run"]["mode"] == "generate" and report["run"]["score_target"] == "answer"
+
+    out = tmp_path / "likelihood.jsonl"
+    extra = ("--mode", "likelihood", "--circular", "--categories", str(mllm_data["root"]), "--out-json")
+    assert evaluate.main(_args(mllm_data, trained_mllm, out, *extra, str(tmp_path / "r.json"))) == 0
+    predictions = read_predictions(out)
+    assert len(predictions) == 4 * len(questions)  # every rotation of 4 options
+    first = predictions[questions[0].question_id]
+    assert first.text is None and len(first.option_scores) == 4 and min(first.option_token_counts) >= 3
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert set(report["modes"]) == {"nll_sum", "nll_mean"} and report["circular"]
+    assert report["modes"]["nll_sum"]["per_event"]  # --categories: per event / set breakdown
+    correct = report["modes"]["nll_sum"]["overall"]["correct"]
+    chosen = [
+        "ABCD"[min(range(4), key=p.option_scores.__getitem__)] == q.answer
+        for q in questions
+        for p in [predictions[q.question_id]]
+    ]
+    assert correct == sum(chosen)
+
+
+def test_wrong_encoder_or_unlisted_clips_fail_loudly(mllm_data, trained_mllm, tmp_path, capsys):  # noqa: F811
+    args = _args(mllm_data, trained_mllm, tmp_path / "p.jsonl")
+    args[args.index("--weights") + 1] = str(mllm_data["other_encoder"])
+    assert evaluate.main(args) == 2
+    assert "fingerprint" in capsys.readouterr().err
+    args = _args(mllm_data, trained_mllm, tmp_path / "p.jsonl")
+    args[args.index("--list") + 1] = str(mllm_data["root"] / "val.csv")
+    assert evaluate.main(args) == 2
+    assert "not listed" in capsys.readouterr().err
+    assert not (tmp_path / "p.jsonl").exists()
+
+
+def test_both_modes_in_one_record(mllm_data, trained_mllm, tmp_path):  # noqa: F811
+    out = tmp_path / "both.jsonl"
+    extra = ("--mode", "both", "--max-new-tokens", "2", "--limit", "2")
+    assert evaluate.main(_args(mllm_data, trained_mllm, out, *extra)) == 0
+    predictions = list(read_predictions(out).values())
+    assert len(predictions) == 2 and all(p.text is not None and p.option_scores for p in predictions)
+    report = json.loads((tmp_path / "both_report.json").read_text())
+    assert set(report["modes"]) == {"text", "nll_sum", "nll_mean"} and report["questions"] == 2
