@@ -1,0 +1,192 @@
+"""Gradio demo: upload a gymnastics clip (or pick a SynthGym example) → sampled frames per view, top-5
+elements with set and event; chat with the video MLLM about the clip; a Gym-QA quiz.
+
+    python scripts/demo.py                                  # the quickstart's encoder (+ MLLM if trained)
+    python scripts/demo.py --encoder runs/encoder-tiny/encoder --mllm runs/mllm-tiny/instruct/mllm \\
+        --examples data/synthgym-tiny/test.csv --questions data/gymqa/synthgym_tiny_test.json --port 7860
+
+Then open http://127.0.0.1:7860. The server binds 127.0.0.1 unless --host says otherwise; --share
+(a public gradio.live link) only when asked.
+
+--encoder: a SeFAR encoder checkpoint (``save_pretrained`` directory; its hierarchy.json gives sets and
+events). --mllm: an MLLM checkpoint (``<stage B run>/mllm``); its video encoder's weights are --encoder
+unless --mllm-encoder names others (the MLLM checks the encoder's fingerprint). Without --mllm the
+quickstart's MLLM is used if it exists, else the chat panel says the MLLM is not loaded (--no-mllm: never
+load it). --examples: a list file (``<path> <label>``: the labels are the truth shown for examples) or a
+folder of clips; default: the test list of the data set the encoder was trained on (read from the run's
+config.yaml), if found. The example clips are copied into the app's private folder, the only folder
+besides its upload folder that the app serves files from.
+
+Exit codes: 0 after a normal shutdown (Ctrl-C); 1 usage or model error (missing checkpoint, encoder
+mismatch, bad examples or questions file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no usage reporting over the network
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import torch
+import yaml
+
+from gym_qa.questions import QuestionFormatError, load_questions
+from mllm.demo_app import AppDirs, DemoLimits, build_demo, copy_examples, launch_demo
+from sefar_encoder.prediction import InputError, Predictor, read_inputs
+
+DEFAULT_ENCODER = Path("runs/quickstart/encoder")
+DEFAULT_MLLM = Path("runs/quickstart/mllm")
+EXIT_OK, EXIT_ERROR = 0, 1
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--encoder", type=Path, default=DEFAULT_ENCODER, help="SeFAR encoder checkpoint directory")
+    p.add_argument(
+        "--mllm", type=Path, default=None, help=f"MLLM checkpoint directory (default: {DEFAULT_MLLM})"
+    )
+    p.add_argument("--no-mllm", action="store_true", help="run without the MLLM (no chat answers)")
+    p.add_argument(
+        "--mllm-encoder", default=None, help="video encoder weights of the MLLM (default: --encoder)"
+    )
+    p.add_argument("--examples", type=Path, default=None, help="list file or folder of example clips")
+    p.add_argument("--num-examples", type=int, default=12, help="example clips shown (one per class first)")
+    p.add_argument(
+        "--questions", type=Path, default=None, help="Gym-QA JSON with questions about the examples"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=None, help="port (default: 7860 or the next free one)")
+    p.add_argument("--share", action="store_true", help="also create a PUBLIC gradio.live link")
+    p.add_argument("--max-file-mb", type=float, default=50.0, help="largest upload (MB)")
+    p.add_argument("--max-duration", type=float, default=60.0, help="longest clip (seconds)")
+    p.add_argument("--queue-size", type=int, default=32, help="requests allowed to wait (>= 20)")
+    p.add_argument("--concurrency", type=int, default=2, help="encoder predictions running at once")
+    p.add_argument("--max-new-tokens", type=int, default=96, help="longest chat answer (tokens)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    return p.parse_args(argv)
+
+
+def default_examples(encoder_dir: Path) -> Path | None:
+    """The test list of the data set an encoder was trained on: ``<run>/config.yaml`` → ``data.root``."""
+    config = encoder_dir.parent / "config.yaml"
+    if not config.is_file():
+        return None
+    try:
+        root = (yaml.safe_load(config.read_text()) or {}).get("data", {}).get("root")
+    except (yaml.YAMLError, AttributeError):
+        return None
+    candidate = Path(root) / "test.csv" if root else None
+    return candidate if candidate is not None and candidate.is_file() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        limits = DemoLimits(
+            max_file_mb=args.max_file_mb,
+            max_duration_s=args.max_duration,
+            queue_size=args.queue_size,
+            concurrency=args.concurrency,
+        )
+    except ValueError as err:
+        print(f"demo: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    dirs = AppDirs.create()  # before the demo is built: gradio's upload/cache folder becomes private
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` shuts down like Ctrl-C: the folder is removed
+    try:
+        return serve(args, dirs, limits)
+    finally:
+        dirs.cleanup()
+
+
+def serve(args: argparse.Namespace, dirs: AppDirs, limits: DemoLimits) -> int:
+    """Load the models and examples, then run the server until interrupted."""
+    try:
+        predictor = Predictor(args.encoder, device=args.device)
+    except Exception as err:  # noqa: BLE001 - any load failure is a model error (exit 1)
+        print(f"demo: error: cannot load the encoder from {args.encoder}: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    chat = None
+    mllm_dir = None if args.no_mllm else (args.mllm or (DEFAULT_MLLM if DEFAULT_MLLM.is_dir() else None))
+    if mllm_dir is not None:
+        try:
+            from mllm.chat import VideoChat
+            from mllm.generation import GenerationOptions
+
+            chat = VideoChat.from_pretrained(
+                mllm_dir,
+                encoder_weights=args.mllm_encoder or args.encoder,
+                device=args.device,
+                generation=GenerationOptions(max_new_tokens=args.max_new_tokens),
+            )
+        except Exception as err:  # noqa: BLE001 - missing files, encoder mismatch...: a model error
+            print(f"demo: error: cannot load the MLLM from {mllm_dir}: {err}", file=sys.stderr)
+            return EXIT_ERROR
+    else:
+        print("demo: no MLLM loaded (give --mllm DIR): the chat panel will say so", file=sys.stderr)
+    examples_source = args.examples or default_examples(args.encoder)
+    examples = []
+    if examples_source is not None:
+        try:
+            examples = copy_examples(
+                read_inputs(examples_source), predictor, dirs.examples, args.num_examples
+            )
+        except InputError as err:
+            print(f"demo: error: examples: {err}", file=sys.stderr)
+            return EXIT_ERROR
+    if not examples:
+        print("demo: no example clips (give --examples LIST_OR_FOLDER)", file=sys.stderr)
+    questions = []
+    if args.questions is not None:
+        try:
+            questions = load_questions(args.questions)
+        except (OSError, QuestionFormatError) as err:
+            print(f"demo: error: questions: {err}", file=sys.stderr)
+            return EXIT_ERROR
+    if not _is_loopback(args.host):
+        print(
+            f"demo: WARNING: binding {args.host}: the demo is reachable from other machines", file=sys.stderr
+        )
+    if args.share:
+        print(
+            "demo: WARNING: --share creates a PUBLIC link; anyone with it can use the demo", file=sys.stderr
+        )
+    demo = build_demo(predictor, chat, examples=examples, limits=limits, questions=questions)
+    try:
+        launch_demo(demo, dirs, limits, host=args.host, port=args.port, share=args.share)
+    except KeyboardInterrupt:
+        pass
+    except OSError as err:  # port in use, cannot bind
+        print(f"demo: error: cannot start the server: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())
