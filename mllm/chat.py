@@ -120,18 +120,21 @@ class VideoChat:
         generation: GenerationOptions | None = None,
         score_target: str | None = None,
         backend: Backend = "decord",
+        trust_remote_code: bool = False,
     ) -> VideoChat:
         """Load an MLLM checkpoint (``MultimodalModel.save_pretrained`` + ``instruction.json``) and, when
         ``encoder_weights`` is given, its video encoder (name/options from the checkpoint unless given).
 
         Raises :class:`EncoderMismatchError` when the encoder's fingerprint differs from the one the
-        MLLM was trained with.
+        MLLM was trained with. ``trust_remote_code`` (off) lets a hub LLM run its own code.
         """
         meta = read_instruction_meta(mllm_dir)
-        model = MultimodalModel.from_pretrained(mllm_dir, load_in_4bit=load_in_4bit)
+        model = MultimodalModel.from_pretrained(
+            mllm_dir, load_in_4bit=load_in_4bit, trust_remote_code=trust_remote_code
+        )
         if not getattr(model.llm, "is_loaded_in_4bit", False):
             model.to(device)
-        tokenizer = load_tokenizer(model.config.llm.name_or_path)
+        tokenizer = load_tokenizer(model.config.llm.name_or_path, trust_remote_code=trust_remote_code)
         encoder = None
         if encoder_weights is not None:
             described = meta.get("encoder", {})

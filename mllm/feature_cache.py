@@ -21,7 +21,8 @@ renamed into place; a lock file serialises writers of one folder. Rebuilding che
 path, size and mtime: an edited clip is encoded again (its old tensor stays, unreferenced, in an old
 shard), an unchanged one is not touched. Clips that cannot be decoded follow the data path's
 ``on_bad_sample`` policy: ``error`` raises (after saving what was done), ``skip`` records them under
-``skipped`` in the index; the same goes for a clip whose features come out non-finite.
+``skipped`` in the index; the same goes for a clip whose features come out non-finite. A build also
+removes the temporary files a killed build left behind.
 """
 
 from __future__ import annotations
@@ -44,10 +45,10 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from gym_qa.lists import ListEntry, read_list
+from gym_qa.lists import ListEntry, ListFileError, read_list
 from mllm.encoders.base import VideoEncoder
 from sefar_encoder.dataset import BadSamplePolicy, SkippedSample, collate_clips
-from sefar_encoder.decoding import Backend
+from sefar_encoder.decoding import Backend, DecodeError
 
 INDEX_FORMAT = "mllm.feature_cache/1"
 INDEX_NAME = "index.json"
@@ -105,6 +106,10 @@ def encode_entries(
     """Decode, preprocess (the data path's eval pipeline for ``encoder.preprocess``) and encode clips.
 
     The features a cache stores and what an on-the-fly evaluation computes both come from here.
+    Loading does not touch the caller's torch RNG: the data path draws a per-clip seed from it (eval
+    decoding ignores it) and DataLoader a base seed, so each batch is fetched under ``fork_rng`` and
+    the loader has its own generator; a training run's random stream is the same with or without a
+    cache build before it.
     """
     entries = list(entries)
     dataset = encoder.preprocess.eval_dataset(entries, backend=backend, on_bad_sample=on_bad_sample)
@@ -114,10 +119,17 @@ def encode_entries(
         shuffle=False,
         num_workers=num_workers,
         collate_fn=_collate_with_reasons,
+        generator=torch.Generator().manual_seed(0),  # worker seeds; eval decoding draws nothing from them
     )
     bar = tqdm(total=len(entries), desc=desc, disable=not progress, unit="clip")
+    with torch.random.fork_rng(devices=[]):
+        batches = iter(loader)
     try:
-        for batch in loader:
+        while True:
+            with torch.random.fork_rng(devices=[]), _one_line_decode_errors():  # caller's RNG untouched
+                batch = next(batches, None)
+            if batch is None:
+                break
             kept = [entries[i] for i in batch["index"].tolist()]
             skipped = [(entries[i], reason) for i, reason in batch["skip_reasons"].items()]
             bar.update(len(kept) + len(skipped))
@@ -139,6 +151,19 @@ def encode_entries(
             yield EncodedBatch(kept, tokens, skipped)
     finally:
         bar.close()
+
+
+@contextmanager
+def _one_line_decode_errors() -> Iterator[None]:
+    """A DataLoader worker re-raises a DecodeError with the worker's whole traceback as its text: keep
+    its last line (``<clip>: cannot decode video (...)``), so scripts print one line naming the clip."""
+    try:
+        yield
+    except DecodeError as err:
+        lines = str(err).strip().splitlines()
+        if len(lines) < 2:
+            raise
+        raise DecodeError(lines[-1].split("DecodeError: ", 1)[-1]) from None
 
 
 # ---- the cache on disk --------------------------------------------------------------------------
@@ -269,6 +294,8 @@ def build_feature_cache(
     directory.mkdir(parents=True, exist_ok=True)
     report = BuildReport(directory, fingerprint)
     with _locked(directory):
+        for stray in directory.glob(".*.tmp-*"):  # a killed writer's half file (we hold the lock)
+            stray.unlink()
         index_file = directory / INDEX_NAME
         index = json.loads(index_file.read_text()) if index_file.is_file() else None
         index = index or _new_index(encoder, fingerprint, dtype, shard_size)
@@ -310,7 +337,9 @@ def _cache_list(
     for entry in entries:
         cid = clip_id(entry.path)
         if cid in states:
-            raise ValueError(f"{list_file}:{entry.line}: clip id {cid!r} appears twice (ids are file stems)")
+            raise ListFileError(
+                f"{list_file}:{entry.line}: clip id {cid!r} appears twice (ids are file stems)"
+            )
         states[cid] = _file_state(entry.path)
         known = index["clips"].get(cid) or index["skipped"].get(cid)
         if known is not None and known["path"] != str(entry.path):

@@ -258,13 +258,15 @@ class MultimodalModel(nn.Module):
         projector_trainable: bool = False,
         llm_trainable: bool = False,
         device_map: str | dict[str, Any] | None = None,
+        trust_remote_code: bool = False,
     ) -> MultimodalModel:
         """Rebuild from :meth:`save_pretrained`: base LLM (from the config, or ``llm_name_or_path``),
-        adapter, projector. Frozen by default (evaluation); pass the flags to resume training."""
+        adapter, projector. Frozen by default (evaluation); pass the flags to resume training.
+        ``trust_remote_code`` is the caller's decision, never the checkpoint file's."""
         directory = Path(directory)
         meta = read_checkpoint_config(directory)
         saved = meta["config"]
-        llm_cfg = LLMConfig(**saved["llm"])
+        llm_cfg = LLMConfig(**{**saved["llm"], "trust_remote_code": trust_remote_code})
         if llm_name_or_path is not None:
             llm_cfg.name_or_path = llm_name_or_path
         if load_in_4bit is not None:

@@ -9,6 +9,13 @@ encoder and only new or changed clips are encoded; other weights, options or pre
 folder. ``--option key=value`` passes a builder option of the encoder (values parsed as YAML, dotted keys
 nest: ``--option grid=2 model_kwargs.depth=2``); an unknown key fails and lists the encoder's options.
 Prints a JSON summary (folder, fingerprint, clips encoded / reused / skipped, seconds).
+
+Bad clips follow --on-bad-sample: ``error`` (default) stops at the first clip that cannot be decoded or
+gives non-finite features, keeping what was encoded before it; ``skip`` records it in the index and goes on.
+A killed build keeps every finished shard; run it again to continue.
+
+Exit codes: 0 done; 2 bad input, one line naming the file (options, weights, list file and line, a clip
+that cannot be decoded or encoded under --on-bad-sample error, a cache made with another dtype).
 """
 
 from __future__ import annotations
@@ -20,9 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from gym_qa.lists import ListFileError
 from mllm.encoders import ENCODERS, build_video_encoder
-from mllm.feature_cache import DTYPES, build_feature_cache
+from mllm.feature_cache import DTYPES, EncodingError, StaleCacheError, build_feature_cache
 from sefar_encoder.config import ConfigError, parse_overrides
+from sefar_encoder.decoding import DecodeError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,18 +66,27 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    report = build_feature_cache(
-        encoder,
-        args.list,
-        args.out,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        backend=args.backend,
-        on_bad_sample=args.on_bad_sample,
-        shard_size=args.shard_size,
-        dtype=DTYPES[args.dtype],
-        progress=not args.no_progress,
-    )
+    try:
+        report = build_feature_cache(
+            encoder,
+            args.list,
+            args.out,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            backend=args.backend,
+            on_bad_sample=args.on_bad_sample,
+            shard_size=args.shard_size,
+            dtype=DTYPES[args.dtype],
+            progress=not args.no_progress,
+        )
+    except (ListFileError, StaleCacheError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (DecodeError, EncodingError) as err:
+        print(
+            f"error: {err} (clips encoded before it are kept; --on-bad-sample skip goes on)", file=sys.stderr
+        )
+        return 2
     summary = {**report.to_dict(), "encoder": encoder.describe(), "device": str(args.device)}
     print(json.dumps(summary, indent=1))
     return 0

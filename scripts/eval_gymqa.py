@@ -14,6 +14,9 @@ missing answers count as wrong and are listed. With --categories (and optionally
 label) accuracy is also broken down per event and per set. --reference runs text-only baselines
 (random, first, longest, shortest, most_frequent, stem_prior, option_frequency; "all" for every one)
 instead of reading predictions; most_frequent and stem_prior learn from --train-questions or --train-list.
+
+Exit codes: 0 done; 2 bad input, one line naming the file and its line or record (question file,
+predictions JSONL, categories, list files, reference answerer that lacks its training data).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         for p in PRESETS.values()
     )
     ap = argparse.ArgumentParser(
-        description="Write a SynthGym data set: H.264 clips, val/test lists, nested 5/10/20/100 %% label-rate "
+        description="Write a SynthGym data set: H.264 clips, val/test lists, nested 5/10/20/100 % label-rate "
         "splits, FineGym-style categories/element list/Qtree, meta.json, README.md, a contact "
         "sheet and a separately seeded frame-annotated pretraining split.",
         epilog=f"Presets — {sizes}.",

@@ -25,11 +25,19 @@ loss tokens, whatever the split into processes and micro-batches, so 1 and N pro
 The stage directory (``<stage>.out_dir``) receives ``config.yaml`` (resolved), ``metrics.jsonl`` (one line
 per optimizer step, plus validation lines), ``checkpoints/`` (atomic safetensors + JSON: trainable
 weights, optimizer state, per-process RNG, step; every epoch, every ``checkpoint_every`` steps and on
-SIGTERM), ``mllm/`` (``MultimodalModel.save_pretrained`` + ``instruction.json``), ``metrics.json``,
-``report.md`` and ``loss.png``.
+SIGTERM), ``mllm/`` (``MultimodalModel.save_pretrained`` + ``instruction.json``), ``report.md``,
+``loss.png`` and, last and atomically, ``metrics.json`` (its presence marks a finished run).
 
-Exit codes: 0 done; 1 bad input or configuration; 3 stopped after too many non-finite losses in a row;
-143 stopped by SIGTERM after writing a checkpoint (resume with --resume).
+Crash safety: killed at any moment (even SIGKILL), the run folder holds the previous complete checkpoint
+or none, never half a file; ``--resume`` removes the temporary files of interrupted writes, drops the
+log lines past the checkpoint (and a truncated last line) and continues on the uninterrupted trajectory.
+A non-finite loss skips its step (the batch is consumed, the update not applied) and is counted;
+``max_nonfinite_steps`` of them in a row stop the run.
+
+Exit codes: 0 done; 1 bad input or configuration (one line naming the file / key: config, list, question
+file and record, clip that cannot be decoded or encoded under ``features.on_bad_sample=error``, stale
+cache); 3 stopped after ``max_nonfinite_steps`` non-finite losses in a row; 143 stopped by SIGTERM after
+writing a checkpoint (resume with --resume).
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import argparse
 import dataclasses
 import json
 import math
+import shutil
 import signal
 import statistics
 import sys
@@ -60,7 +69,13 @@ from gym_qa.lists import ListFileError, read_list
 from gym_qa.question_generator import GeneratorConfig, GeneratorError
 from gym_qa.questions import QuestionFormatError, load_questions, write_questions
 from mllm.encoders import build_video_encoder
-from mllm.feature_cache import FeatureCache, StaleCacheError, build_feature_cache
+from mllm.feature_cache import (
+    EncodingError,
+    FeatureCache,
+    StaleCacheError,
+    build_feature_cache,
+    encode_entries,
+)
 from mllm.instruction_data import (
     InstructionData,
     caption_samples,
@@ -91,8 +106,9 @@ from sefar_encoder.checkpoint import (
     save_checkpoint,
     unflatten_optimizer,
     unprefixed,
+    write_text_atomic,
 )
-from sefar_encoder.config import ConfigError, config_help, load_config, save_config
+from sefar_encoder.config import ConfigError, config_epilog, load_config, save_config
 from sefar_encoder.dataset import BadClipsError
 from sefar_encoder.decoding import DecodeError
 
@@ -110,6 +126,11 @@ class FeatureConfig:
     num_workers: int = field(default=0, metadata={"help": "decoding workers when caching"})
     on_bad_sample: Literal["error", "skip"] = field(
         default="error", metadata={"help": "undecodable clip: fail, or skip it (its samples are dropped)"}
+    )
+    on_the_fly: bool = field(
+        default=False,
+        metadata={"help": "encode each batch's clips at every step instead of reading the cache (slow; "
+                          "scripts/bench_cache.py measures what the cache saves)"},
     )
 
 
@@ -205,6 +226,27 @@ def build_features(cfg: TrainConfig, acc: Accelerator, lists: list[Path]) -> Fea
     return FeatureCache(directory)
 
 
+class OnTheFlyFeatures:
+    """``features.on_the_fly``: the cache's read side (``get``, ``in``), but each call decodes and encodes
+    the clips again with the encoder that made the cache (same code path: ``encode_entries``)."""
+
+    def __init__(self, cfg: FeatureConfig, cache: FeatureCache, lists: list[Path], device: torch.device):
+        self.encoder = build_video_encoder(cfg.encoder, cfg.weights, **cfg.options).to(device)
+        if self.encoder.fingerprint() != cache.fingerprint:
+            raise ConfigError(f"features.on_the_fly: the encoder does not match the cache {cache.directory}")
+        self.cache, self.directory, self.num_workers = cache, cache.directory, cfg.num_workers
+        self.entries = {clip_id_of(e.raw_path): e for path in lists for e in read_list(path)}
+
+    def __contains__(self, cid: object) -> bool:
+        return cid in self.cache
+
+    def get(self, clip_ids: list[str]) -> torch.Tensor:
+        """``tokens [B, N, D]`` in the cache's dtype, encoded now."""
+        batches = encode_entries(self.encoder, [self.entries[c] for c in clip_ids], batch_size=len(clip_ids),
+                                 num_workers=self.num_workers, progress=False)
+        return torch.cat([b.tokens for b in batches]).to(self.cache.dtype)
+
+
 def build_samples(cfg: TrainConfig, hierarchy: Hierarchy, list_file: Path, question_files: list[str],
                   run_dir: Path | None, cache: FeatureCache) -> tuple[list, dict[str, int]]:
     """The stage's samples about the clips of ``list_file`` whose features exist."""
@@ -214,6 +256,9 @@ def build_samples(cfg: TrainConfig, hierarchy: Hierarchy, list_file: Path, quest
     elif question_files:
         questions = [q for path in question_files for q in load_questions(path)]
         samples, dropped = question_samples(questions, {clip_id_of(e.raw_path) for e in entries})
+        if questions and not samples:
+            raise ConfigError(f"{', '.join(question_files)}: none of the {len(questions)} questions is "
+                              f"about a clip of {list_file} (e.g. video {questions[0].video!r})")
     else:
         generator = GeneratorConfig(types=tuple(cfg.data.question_types), distractors=cfg.data.distractors,
                                     seed=cfg.data.question_seed, dataset=Path(cfg.data.root).name)
@@ -222,6 +267,9 @@ def build_samples(cfg: TrainConfig, hierarchy: Hierarchy, list_file: Path, quest
             write_questions(run_dir / f"questions_{list_file.stem}.json", questions)
         samples, dropped = question_samples(questions)
     kept = [s for s in samples if s.clip_id in cache]
+    if samples and not kept:
+        raise ConfigError(f"{list_file}: no clip of the {len(samples)} samples has features in "
+                          f"{cache.directory} (skipped while caching: {sorted(cache.skipped)[:3]})")
     return kept, {"samples": len(kept), "dropped_other_clips": dropped, "dropped_no_features": len(samples) - len(kept)}
 
 
@@ -277,6 +325,7 @@ class RunState:
     nonfinite_steps: int = 0
     nonfinite_in_row: int = 0
     seconds: float = 0.0
+    epoch_closed: bool = True  # False: stopped on an epoch's last step before its evaluation (SIGTERM)
 
 
 class StopRequested(Exception):
@@ -405,7 +454,36 @@ def restore_run_checkpoint(ctx: dict[str, Any], path: Path) -> RunState:
         print(f"{path}: no optimizer state ({acc.distributed_type}); the optimizer restarts")
     rng_key = f"rng.torch.{acc.process_index}"
     torch.set_rng_state(tensors[rng_key] if rng_key in tensors else tensors["rng.torch.0"])
-    return RunState(**{f.name: payload[f.name] for f in dataclasses.fields(RunState)})
+    return RunState(**{f.name: payload.get(f.name, f.default) for f in dataclasses.fields(RunState)})
+
+
+def clean_run_dir(run_dir: Path) -> list[Path]:
+    """Remove what interrupted atomic writes left anywhere in the run folder (``*.tmp`` files and folders
+    of ``save_config``, ``write_questions`` and ``save_pretrained``; ``.tmp-*`` of the checkpoints and of
+    ``metrics.jsonl``). Only called on --resume, when no writer of this run is alive."""
+    removed = []
+    for p in sorted(run_dir.rglob("*"), key=lambda q: len(q.parts)):  # parents first
+        if p.exists() and (p.name.endswith(".tmp") or (p.name.startswith(".") and ".tmp-" in p.name)):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            removed.append(p)
+    return removed
+
+
+def read_history(metrics_file: Path) -> list[dict[str, Any]]:
+    """The lines of ``metrics.jsonl``; a truncated last line (a kill mid-write) is dropped, any other bad
+    line is an error naming it."""
+    lines = metrics_file.read_text().splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise ConfigError(f"{metrics_file}:{number}: not a JSON line") from None
+            print(f"{metrics_file}:{number}: dropped a truncated last line")
+    return records
 
 
 # ----------------------------------------------------------------------------------------- main
@@ -432,12 +510,11 @@ def finish(ctx: dict[str, Any], state: RunState, val_loss: float | None) -> dict
         matplotlib.use("Agg")  # no display on servers
         import matplotlib.pyplot as plt
 
-        model.save_pretrained(run_dir / "mllm")
+        model.save_pretrained(run_dir / "mllm")  # metrics.json comes last: it marks the run finished
         write_instruction_meta(run_dir / "mllm", {
             "stage": cfg.stage, "template": cfg.prompt.template, "encoder": ctx["cache"].index["encoder"],
             "num_video_tokens": ctx["cache"].token_shape[0],
             "score_target": "answer" if cfg.stage == "instruct" else "caption"})
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
         fig, ax = plt.subplots(figsize=(6, 3.5))
         ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], label="train")
         evals = [r for r in ctx["records"] if "val_loss" in r]
@@ -445,15 +522,18 @@ def finish(ctx: dict[str, Any], state: RunState, val_loss: float | None) -> dict
         ax.set(xlabel="optimizer step", ylabel="token NLL", title=f"stage {cfg.stage}")
         ax.legend()
         fig.tight_layout()
-        fig.savefig(run_dir / "loss.png", dpi=100)
+        tmp = run_dir / ".tmp-loss.png"  # every file of the run is written whole or not at all
+        fig.savefig(tmp, dpi=100, format="png")
+        tmp.replace(run_dir / "loss.png")
         plt.close(fig)
         fmt = lambda x: "–" if x is None else f"{x:.4f}"
-        (run_dir / "report.md").write_text("\n".join([
+        write_text_atomic(run_dir / "report.md", "\n".join([
             f"# MLLM stage {cfg.stage}", "",
             f"- {metrics['samples']} samples, {state.step} steps of {stage.batch_size} on {acc.num_processes} "
             + f"process(es), {metrics['minutes']:.1f} min",
             f"- loss {fmt(metrics['first_loss'])} -> {fmt(metrics['final_loss'])}; val {fmt(val_loss)}",
             f"- non-finite steps skipped: {state.nonfinite_steps}; model: `mllm/`", "", "![loss](loss.png)", ""]))
+        write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=1))
     acc.wait_for_everyone()
     return metrics
 
@@ -478,20 +558,22 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     hierarchy = load_hierarchy(cfg.data.categories or root)
     train_list = root / "splits" / str(cfg.data.label_rate) / "train.csv"
     val_list = root / cfg.eval.list_file if cfg.eval.list_file else None
-    cache = build_features(cfg, acc, [train_list] + ([val_list] if val_list else []))
-    tokenizer = load_tokenizer(cfg.llm.name_or_path)
+    lists = [train_list] + ([val_list] if val_list else [])
+    cache = build_features(cfg, acc, lists)
+    tokenizer = load_tokenizer(cfg.llm.name_or_path, trust_remote_code=cfg.llm.trust_remote_code)
     builder = PromptBuilder.from_config(tokenizer, cfg.prompt, num_video_tokens=cache.token_shape[0])
     torch.manual_seed(cfg.seed)  # here: building the cache may draw from the RNG (DataLoader seeds), or not
     model = build_model(cfg, stage, cache, builder.video_token_id)
     max_length = getattr(model.llm.config, "max_position_embeddings", None)
     writer_dir = run_dir if acc.is_main_process else None
     samples, counts = build_samples(cfg, hierarchy, train_list, cfg.data.questions, writer_dir, cache)
+    features = OnTheFlyFeatures(cfg.features, cache, lists, acc.device) if cfg.features.on_the_fly else cache
     try:
-        data = InstructionData(samples, builder, cache, max_length)
+        data = InstructionData(samples, builder, features, max_length)
         val = None
         if val_list:
             val_samples, _ = build_samples(cfg, hierarchy, val_list, cfg.eval.questions, writer_dir, cache)
-            val = InstructionData(val_samples, builder, cache, max_length) if val_samples else None
+            val = InstructionData(val_samples, builder, features, max_length) if val_samples else None
     except (ValueError, KeyError) as err:
         raise ConfigError(f"{cfg.stage} data: {err}") from None
     steps_per_epoch = len(data) // stage.batch_size
@@ -515,7 +597,8 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     state = RunState()
     if resume:
         if acc.is_main_process:
-            clean_stale(run_dir)
+            for p in clean_stale(run_dir) + clean_run_dir(run_dir):
+                print(f"removed stale temporary file {p}")
         acc.wait_for_everyone()
         ckpt = latest_checkpoint(run_dir)
         if ckpt is not None:
@@ -523,11 +606,10 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             print(f"resumed from {ckpt} (step {state.step} of {total_steps})")
     metrics_file = run_dir / "metrics.jsonl"
     if metrics_file.is_file():  # records past the checkpoint were not part of the resumed history
-        kept = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
-        ctx["records"] = [r for r in kept if r["step"] <= state.step]
+        ctx["records"] = [r for r in read_history(metrics_file) if r["step"] <= state.step]
         acc.wait_for_everyone()
         if acc.is_main_process:
-            metrics_file.write_text("".join(json.dumps(r) + "\n" for r in ctx["records"]))
+            write_text_atomic(metrics_file, "".join(json.dumps(r) + "\n" for r in ctx["records"]))
     if acc.is_main_process:
         print(f"{cfg.stage}: {len(data)} samples, {total_steps} steps of {stage.batch_size} "
               f"({acc.num_processes} process(es) x {grad_accum} micro-batches of {stage.micro_batch_size}), "
@@ -536,21 +618,28 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     stop = {"requested": False}
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
     started = time.time() - state.seconds
+
+    def close_epoch(epoch: int) -> None:  # after an epoch's last step: validation line, then checkpoint
+        val_loss = evaluate(ctx)
+        if val_loss is not None:
+            log_record(ctx, {"step": state.step, "epoch": epoch + 1, "val_loss": val_loss})
+        state.seconds, state.epoch_closed = time.time() - started, True
+        save_run_checkpoint(ctx, state)
+
     try:
+        if not state.epoch_closed:  # SIGTERM came on an epoch's last step: its evaluation is still due
+            close_epoch((state.step - 1) // steps_per_epoch)
         while state.step < total_steps:
             epoch = state.step // steps_per_epoch
             try:
                 train_one_epoch(ctx, state, epoch, stop)
             except StopRequested:
-                state.seconds = time.time() - started
+                at_end = state.step % steps_per_epoch == 0 or state.step == total_steps
+                state.seconds, state.epoch_closed = time.time() - started, not at_end
                 save_run_checkpoint(ctx, state)
                 print(f"SIGTERM: checkpoint written at step {state.step}; resume with --resume")
                 raise
-            val_loss = evaluate(ctx)
-            if val_loss is not None:
-                log_record(ctx, {"step": state.step, "epoch": epoch + 1, "val_loss": val_loss})
-            state.seconds = time.time() - started
-            save_run_checkpoint(ctx, state)
+            close_epoch(epoch)
     finally:
         signal.signal(signal.SIGTERM, previous)
     val_losses = [r["val_loss"] for r in ctx["records"] if "val_loss" in r]
@@ -560,19 +649,24 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="config keys (override with key=value):\n" + "\n".join(config_help(TrainConfig)),
+        epilog=config_epilog(TrainConfig, argv),
     )
     parser.add_argument("--config", help="YAML config (see configs/mllm/)")
     parser.add_argument("--stage", choices=STAGES, help="stage to run (overrides the config's 'stage')")
     parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run modelling/tokenizer code shipped with a hub LLM (= llm.trust_remote_code="
+                             "true; off by default: only for checkpoints you trust)")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     args = parser.parse_args(argv)
     try:
         overrides = args.overrides + ([f"stage={args.stage}"] if args.stage else [])
+        overrides += ["llm.trust_remote_code=true"] if args.trust_remote_code else []
         cfg = load_config(TrainConfig, args.config, overrides)
         metrics = run(cfg, resume=args.resume)
     except (ConfigError, ListFileError, HierarchyError, QuestionFormatError, GeneratorError, StaleCacheError,
-            TemplateMismatchError, TokenizerLoadError, BadClipsError, DecodeError, FileNotFoundError) as err:
+            TemplateMismatchError, TokenizerLoadError, BadClipsError, DecodeError, EncodingError,
+            FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except FloatingPointError as err:

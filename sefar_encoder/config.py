@@ -8,12 +8,16 @@ the dotted key and where it came from. :func:`save_config` writes the resolved c
     cfg = load_config(TrainConfig, "configs/encoder/synthgym_tiny.yaml", ["optim.lr=0.01"])
     save_config(cfg, run_dir / "config.yaml")
 
-YAML is parsed with ``yaml.safe_load`` only.
+YAML is parsed with ``yaml.safe_load`` only. PyYAML follows YAML 1.1, where ``1e-3`` (no dot) is a
+string, not a float: a float or int field accepts such numeric strings (``optim.lr=1e-3``, ``lr: 1e-3``
+in a file); any other string for a number still fails, naming the key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+import sys
 import types
 import typing
 from pathlib import Path
@@ -26,6 +30,23 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A configuration key is unknown, has the wrong type, or an override is malformed."""
+
+
+# A decimal number as YAML 1.1 may leave it a string: "1e-3", "-2E5", "+3" (no hex, no inf/nan words).
+_NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
+
+
+def _number_from_string(value: str, integer: bool) -> float | int | None:
+    """``value`` as a float (or an exact int when ``integer``), or None when it is not a plain number."""
+    text = value.strip()
+    if not _NUMBER.fullmatch(text):
+        return None
+    number = float(text)
+    if not integer:
+        return number
+    if re.fullmatch(r"[-+]?\d+", text):
+        return int(text)
+    return int(number) if number.is_integer() and abs(number) < 2**53 else None
 
 
 def _type_name(tp: Any) -> str:
@@ -41,6 +62,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        if isinstance(value, str) and str in args:  # a string stays a string (no numeric reading)
+            return value
         errors = []
         for arg in args:
             if arg is type(None):
@@ -77,10 +100,14 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{source}: '{key}' must be a mapping, got {value!r}")
         return dict(value)
     if tp is float:
+        if isinstance(value, str) and _number_from_string(value, integer=False) is not None:
+            return float(_number_from_string(value, integer=False))  # YAML 1.1: "1e-3" is a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: '{key}' must be a number, got {value!r}")
         return float(value)
     if tp is int:
+        if isinstance(value, str) and _number_from_string(value, integer=True) is not None:
+            return _number_from_string(value, integer=True)  # "1e3" -> 1000; "1.5e0" stays an error
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{source}: '{key}' must be an integer, got {value!r}")
         return value
@@ -178,15 +205,62 @@ def save_config(cfg: Any, path: str | Path) -> None:
     tmp.replace(path)
 
 
-def config_help(cls: type, prefix: str = "") -> list[str]:
-    """One line per leaf key, ``key (type, default): help`` — used by scripts' ``--help``."""
+def config_help(cls: type, prefix: str = "", cfg: Any = None, source: str = "") -> list[str]:
+    """One line per leaf key, ``key (type, default X): help`` — used by scripts' ``--help``.
+
+    ``X`` is the dataclass (class) default. With ``cfg`` (a loaded config, e.g. from the script's
+    ``--config`` file named ``source``), a key whose value differs says so: ``default X; <source>: Y``.
+    """
     lines = []
     hints = get_type_hints(cls)
+    defaults = cls()
     for f in dataclasses.fields(cls):
-        default = getattr(cls(), f.name)
+        default = getattr(defaults, f.name)
+        value = getattr(cfg, f.name) if cfg is not None else default
         if dataclasses.is_dataclass(default):
-            lines.extend(config_help(type(default), prefix + f.name + "."))
+            lines.extend(
+                config_help(type(default), prefix + f.name + ".", value if cfg is not None else None, source)
+            )
         else:
             doc = f.metadata.get("help", "")
-            lines.append(f"  {prefix}{f.name} ({_type_name(hints[f.name])}, default {default!r}): {doc}")
+            shown = f"default {default!r}"
+            if cfg is not None and value != default:
+                shown += f"; {source or 'config'}: {value!r}"
+            lines.append(f"  {prefix}{f.name} ({_type_name(hints[f.name])}, {shown}): {doc}")
     return lines
+
+
+def _config_argument(argv: list[str], flag: str) -> tuple[str | None, list[str]]:
+    """The value of ``flag`` in ``argv`` (``--config X`` or ``--config=X``) and the ``key=value`` items."""
+    path = None
+    for i, item in enumerate(argv):
+        if item == flag and i + 1 < len(argv):
+            path = argv[i + 1]
+        elif item.startswith(flag + "="):
+            path = item[len(flag) + 1 :]
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    return path, overrides
+
+
+def config_epilog(cls: type, argv: list[str] | None = None, flag: str = "--config") -> str:
+    """A script's ``--help`` epilog: every key with its class default and, when ``argv`` names a config
+    file with ``flag`` (plus ``key=value`` overrides), the effective value where it differs.
+
+    Scripts build their parser before parsing, so this pre-scans ``argv`` (default ``sys.argv[1:]``);
+    a config that fails to load is reported in the epilog instead of its values.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    path, overrides = _config_argument(argv, flag)
+    header = "config keys (override with key=value; 'default' = the built-in class default"
+    if path is None:
+        return header + "):\n" + "\n".join(config_help(cls))
+    try:
+        cfg = load_config(cls, path, overrides)
+    except ConfigError as err:
+        return header + f"; {path} not shown: {err}):\n" + "\n".join(config_help(cls))
+    source = path + (" + overrides" if overrides else "")
+    return (
+        header
+        + f", then the value {source} sets where it differs):\n"
+        + "\n".join(config_help(cls, cfg=cfg, source=source))
+    )

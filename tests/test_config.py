@@ -6,7 +6,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sefar_encoder.config import ConfigError, config_help, load_config, parse_overrides, save_config
+from sefar_encoder.config import (
+    ConfigError,
+    config_epilog,
+    config_help,
+    load_config,
+    parse_overrides,
+    save_config,
+)
 
 
 @dataclass
@@ -21,6 +28,7 @@ class RunConfig:
     seed: int = 0
     views: tuple[int, ...] = (2, 2, 4)
     out_dir: str | None = None
+    tag: int | str = 0
     flip: bool = True
     optim: OptimConfig = field(default_factory=OptimConfig)
 
@@ -53,7 +61,16 @@ def test_unknown_key_names_key_and_file(tmp_path: Path):
 
 @pytest.mark.parametrize(
     "override, key",
-    [("seed=1.5", "seed"), ("flip=3", "flip"), ("optim.lr=fast", "optim.lr"), ("views=[2, x]", "views[1]")],
+    [
+        ("seed=1.5", "seed"),
+        ("flip=3", "flip"),
+        ("optim.lr=fast", "optim.lr"),
+        ("views=[2, x]", "views[1]"),
+        ("seed=1.5e0", "seed"),  # a numeric string that is no integer
+        ("seed=12abc", "seed"),
+        ("optim.lr=1e-3x", "optim.lr"),
+        ("optim.lr=inf", "optim.lr"),  # the word, not YAML's .inf
+    ],
 )
 def test_wrong_types_rejected(override: str, key: str):
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
@@ -67,7 +84,46 @@ def test_malformed_override_and_missing_file(tmp_path: Path):
         load_config(RunConfig, tmp_path / "nope.yaml")
 
 
+def test_yaml11_exponent_strings_are_numbers(tmp_path: Path):
+    # PyYAML (YAML 1.1) reads 1e-3 without a dot as the string "1e-3": a float field must still take it.
+    assert yaml.safe_load("1e-3") == "1e-3"
+    cfg = load_config(RunConfig, None, ["optim.lr=1e-3", "seed=1e3", "views=[2E0, 4]"])
+    assert cfg.optim.lr == 0.001 and isinstance(cfg.optim.lr, float)
+    assert cfg.seed == 1000 and isinstance(cfg.seed, int)
+    assert cfg.views == (2, 4) and all(isinstance(v, int) for v in cfg.views)
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 5e-4\n  milestones: [1e-1, +2E-1]\nseed: '-3'\n")
+    cfg = load_config(RunConfig, path)
+    assert cfg.optim.lr == 5e-4 and cfg.optim.milestones == pytest.approx((0.1, 0.2)) and cfg.seed == -3
+    # A union with str keeps a string a string; a non-numeric string is still no float.
+    assert load_config(RunConfig, None, ["tag=1e3"]).tag == "1e3"
+    assert load_config(RunConfig, None, ["tag=7"]).tag == 7
+    with pytest.raises(ConfigError, match=r"c2\.yaml.*'optim\.lr' must be a number"):
+        (tmp_path / "c2.yaml").write_text("optim:\n  lr: 1e-3e\n")
+        load_config(RunConfig, tmp_path / "c2.yaml")
+
+
 def test_help_lists_leaf_keys():
     text = "\n".join(config_help(RunConfig))
     assert "optim.lr (float, default 0.005): peak learning rate" in text
     assert "views" in text
+
+
+def test_help_shows_the_values_of_the_given_config(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 3\noptim:\n  lr: 1e-2\n")
+    text = config_epilog(RunConfig, ["--config", str(path), "optim.name=adamw"])
+    source = f"{path} + overrides"
+    assert f"optim.lr (float, default 0.005; {source}: 0.01): peak learning rate" in text
+    assert f"seed (int, default 0; {source}: 3)" in text
+    assert f"optim.name (str, default 'sgd'; {source}: 'adamw')" in text
+    assert "flip (bool, default True):" in text  # unchanged keys show the class default only
+    assert "class default" in text.splitlines()[0]
+    # --config=X form; without a config only the class defaults; a broken config is named, not hidden.
+    assert f"{path}: 0.01" in config_epilog(RunConfig, [f"--config={path}"])
+    plain = config_epilog(RunConfig, [])
+    assert "optim.lr (float, default 0.005): peak" in plain and str(path) not in plain
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  lrr: 1\n")
+    text = config_epilog(RunConfig, ["--config", str(bad)])
+    assert "not shown" in text and "optim.lrr" in text and "optim.lr (float, default 0.005)" in text

@@ -98,10 +98,14 @@ def test_benchmark_script_prints_the_speedup_json(tiny_llm_dir: Path, capsys: py
         import bench_option_scoring
     finally:
         sys.path.pop(0)
-    assert (
-        bench_option_scoring.main(["--model", str(tiny_llm_dir), "--repeats", "1", "--video-tokens", "8"])
-        == 0
-    )
+    threads = torch.get_num_threads()
+    try:  # the script pins torch to 1 thread (its default --threads): give later tests theirs back
+        assert (
+            bench_option_scoring.main(["--model", str(tiny_llm_dir), "--repeats", "1", "--video-tokens", "8"])
+            == 0
+        )
+    finally:
+        torch.set_num_threads(threads)
     report = json.loads(capsys.readouterr().out)
     speedup = report["mc_prefix_speedup"]
     assert set(speedup) == {"ratio", "a", "b", "unit", "how"} and speedup["unit"] == "s"

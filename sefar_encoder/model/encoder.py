@@ -222,6 +222,10 @@ class SeFAREncoder(nn.Module):
         hierarchy_file = directory / "hierarchy.json"
         hierarchy = json.loads(hierarchy_file.read_text()) if hierarchy_file.is_file() else None
         model = cls(config, class_names=class_names, hierarchy=hierarchy)
-        state = load_file(str(directory / "model.safetensors"), device=str(map_location))
+        device = torch.device(map_location)
+        # safetensors takes "cpu", "cuda", "cuda:1", ... but rejects "cpu:0": name CPU without an index.
+        state = load_file(
+            str(directory / "model.safetensors"), device="cpu" if device.type == "cpu" else str(device)
+        )
         model.load_state_dict(state, strict=True)
-        return model.to(map_location)
+        return model.to(device)
