@@ -43,7 +43,7 @@ quickstart: $(STAMP)
 	$(PY) scripts/quickstart.py
 
 bench: $(STAMP)
-	$(PY) scripts/bench_loader.py --data data/synthgym-bench
+	$(PY) scripts/bench.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check sefar_encoder mllm gym_qa scripts tests

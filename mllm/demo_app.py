@@ -21,11 +21,15 @@ What a visitor can reach, and why:
   directory instead of the machine-wide ``/tmp/gradio`` other apps share, and ``allowed_paths`` is only
   the examples folder, which holds copies of the example clips (never the data set folder itself).
   Inputs must be files uploaded to this app (gradio refuses any other path in a request).
-- Uploads are bounded by ``max_file_size`` (enforced while receiving) and clips by duration (read from
-  the container header before anything is decoded); the queue is bounded and the encoder and the LLM
-  run with small concurrency limits, so a burst of requests waits instead of exhausting memory.
-- User errors (empty, oversized, too long or unreadable files) become short ``gr.Error`` messages;
-  unexpected exceptions are logged on the server and reported as a generic message, never a traceback.
+- Only video files: an upload must start like a video container (MP4/MOV, Matroska/WebM, AVI, MPEG-PS;
+  :func:`video_container` reads its first bytes before any decoder opens it, so images, HLS playlists,
+  ffconcat lists and other inputs that ffmpeg would also read are turned away).
+- Uploads are bounded by ``max_file_size`` (enforced while receiving), clips by duration and frame size
+  (read from the container header before anything is decoded); the queue is bounded and the encoder and
+  the LLM run with small concurrency limits, so a burst of requests waits instead of exhausting memory.
+- User errors (empty, oversized, not a video, too long, too large frames, unreadable) become short
+  ``gr.Error`` messages; unexpected exceptions are logged on the server and reported as a generic
+  message, never a traceback.
 """
 
 from __future__ import annotations
@@ -75,14 +79,15 @@ class DemoLimits:
 
     max_file_mb: float = 50.0  # largest upload, in MB (10^6 bytes)
     max_duration_s: float = 60.0  # longest clip accepted, in seconds (FineGym elements last a few)
+    max_side: int = 4096  # largest frame width or height, in pixels (decoded frames are kept in memory)
     queue_size: int = 32  # requests waiting in the queue before new ones are turned away
     concurrency: int = 2  # encoder predictions running at once
     chat_concurrency: int = 1  # LLM generations / quiz answers running at once
     history_turns: int = 2  # earlier exchanges about the same clip given to the LLM
 
     def __post_init__(self) -> None:
-        if self.max_file_mb <= 0 or self.max_duration_s <= 0:
-            raise ValueError("max_file_mb and max_duration_s must be positive")
+        if self.max_file_mb <= 0 or self.max_duration_s <= 0 or self.max_side <= 0:
+            raise ValueError("max_file_mb, max_duration_s and max_side must be positive")
         if self.queue_size < 20:
             raise ValueError(f"queue_size must be >= 20, got {self.queue_size}")
         if not 1 <= self.concurrency < self.queue_size or not 1 <= self.chat_concurrency < self.queue_size:
@@ -134,6 +139,37 @@ def file_digest(path: str | os.PathLike) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def video_container(path: str | os.PathLike) -> str | None:
+    """The container a file's first bytes announce: "mp4" (ISO BMFF: MP4, MOV, M4V, 3GP), "matroska"
+    (MKV, WebM), "avi", "mpeg" (MPEG program stream), or None for anything else."""
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):
+        return "mp4"
+    if head[:4] == b"\x1a\x45\xdf\xa3":  # EBML
+        return "matroska"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
+    if head[:4] == b"\x00\x00\x01\xba":  # MPEG-PS pack header
+        return "mpeg"
+    return None
+
+
+def frame_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(width, height)`` of a clip's first video stream from its header (nothing decoded); None if
+    unknown (decoding reports an unreadable file afterwards)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if container.streams.video:
+                codec = container.streams.video[0].codec_context
+                return int(codec.width), int(codec.height)
+    except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError):
+        return None
+    return None
 
 
 def copy_examples(
@@ -238,11 +274,21 @@ class DemoHandlers:
             raise _user_error(
                 f"This file is {size / 1e6:.1f} MB; the demo accepts clips up to {self.limits.max_file_mb:g} MB."
             )
+        if video_container(path) is None:
+            raise _user_error(
+                "This file is not a video clip. Please upload a video (.mp4, .mov, .mkv, .webm, .avi)."
+            )
         duration = probe_duration(path)
         if duration is not None and duration > self.limits.max_duration_s:
             raise _user_error(
                 f"This clip lasts {duration:.0f} s; the demo accepts clips up to "
                 f"{self.limits.max_duration_s:g} s. Trim it to the element you want recognised."
+            )
+        size = frame_size(path)
+        if size is not None and max(size) > self.limits.max_side:
+            raise _user_error(
+                f"This clip's frames are {size[0]}x{size[1]} pixels; the demo accepts up to "
+                f"{self.limits.max_side} pixels on a side. Please upload a smaller video."
             )
         return path, duration
 
@@ -487,6 +533,7 @@ def build_demo(
             rows=1,
             height=190,
             object_fit="contain",
+            buttons=["fullscreen"],  # no "share" (to Hugging Face Spaces): this demo runs locally
             elem_id="frames",
         )
         with gr.Row(equal_height=False):
@@ -498,6 +545,7 @@ def build_demo(
                     elem_id="chatbot",
                     placeholder="Answers about the clip stream here.",
                     feedback_options=None,
+                    buttons=["copy", "copy_all"],  # no "share" button (Hugging Face Spaces only)
                 )
                 with gr.Row():
                     message = gr.Textbox(

@@ -6,7 +6,9 @@ elements with set and event; chat with the video MLLM about the clip; a Gym-QA q
         --examples data/synthgym-tiny/test.csv --questions data/gymqa/synthgym_tiny_test.json --port 7860
 
 Then open http://127.0.0.1:7860. The server binds 127.0.0.1 unless --host says otherwise; --share
-(a public gradio.live link) only when asked.
+(a public gradio.live link) only when asked. Uploads must be video files (MP4/MOV, MKV/WebM, AVI,
+MPEG-PS, recognised by their first bytes) within --max-file-mb (50), --max-duration (60 s) and
+--max-side (4096 px); --queue-size (>= 20) requests may wait, --concurrency of them run at once.
 
 --encoder: a SeFAR encoder checkpoint (``save_pretrained`` directory; its hierarchy.json gives sets and
 events). --mllm: an MLLM checkpoint (``<stage B run>/mllm``); its video encoder's weights are --encoder
@@ -72,6 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--share", action="store_true", help="also create a PUBLIC gradio.live link")
     p.add_argument("--max-file-mb", type=float, default=50.0, help="largest upload (MB)")
     p.add_argument("--max-duration", type=float, default=60.0, help="longest clip (seconds)")
+    p.add_argument("--max-side", type=int, default=4096, help="largest frame width or height (pixels)")
     p.add_argument("--queue-size", type=int, default=32, help="requests allowed to wait (>= 20)")
     p.add_argument("--concurrency", type=int, default=2, help="encoder predictions running at once")
     p.add_argument("--max-new-tokens", type=int, default=96, help="longest chat answer (tokens)")
@@ -98,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         limits = DemoLimits(
             max_file_mb=args.max_file_mb,
             max_duration_s=args.max_duration,
+            max_side=args.max_side,
             queue_size=args.queue_size,
             concurrency=args.concurrency,
         )
