@@ -106,9 +106,20 @@ def save_checkpoint(
 
 
 def clean_stale(run_dir: str | Path) -> list[Path]:
-    """Remove temporary leftovers of interrupted writes; returns what was removed."""
+    """Remove temporary leftovers of interrupted writes; returns what was removed.
+
+    Re-saving an existing name moves the old directory to ``.tmp-old-<name>`` before renaming the new one
+    into place; a kill between the two renames leaves ``latest.json`` naming a missing directory, so the
+    complete old one is renamed back first.
+    """
     root = Path(run_dir) / "checkpoints"
     removed = []
+    pointer = root / LATEST
+    if pointer.is_file():
+        name = json.loads(pointer.read_text())["name"]
+        old = root / (TMP_PREFIX + "old-" + name)
+        if not (root / name).exists() and old.is_dir():
+            old.replace(root / name)
     if root.is_dir():
         for p in root.iterdir():
             if p.name.startswith(TMP_PREFIX):
@@ -142,7 +153,9 @@ def prune_checkpoints(run_dir: str | Path, keep: set[str]) -> None:
         keep = keep | {json.loads(pointer.read_text())["name"]}
     for p in root.iterdir():
         if p.is_dir() and not p.name.startswith(TMP_PREFIX) and p.name not in keep:
-            shutil.rmtree(p)
+            doomed = root / (TMP_PREFIX + "del-" + p.name)  # a kill mid-delete leaves only a temporary
+            p.replace(doomed)
+            shutil.rmtree(doomed)
 
 
 def prefixed(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -14,13 +14,17 @@ with ``normalize=False``):
 - ``eval``:      ``video [n_test, C, S, H, W]`` (temporal offsets × spatial crops), ``label``, ``index``,
   ``frame_indices [n_offsets, S]``
 
-:func:`collate_clips` stacks them (``B`` in front) and lists skipped clips under ``"skipped"``.
+:func:`collate_clips` stacks them (``B`` in front), lists skipped clips under ``"skipped"`` (paths) and
+``"skipped_reasons"``, and clips that decord could not read but PyAV could under ``"fallbacks"``
+(``(path, decord's reason)``; see :mod:`sefar_encoder.decoding`).
 
 Bad input (SPEC §2.1): a list line that is malformed fails when the list is read (``gym_qa.lists``
 names file and line). A clip that cannot be decoded raises :class:`~sefar_encoder.decoding.DecodeError`
 with ``on_bad_sample="error"`` (call :meth:`VideoClipDataset.validate` before training to get the full
 list of bad files at once), or is skipped and counted with ``"skip"``: a batch then holds fewer samples;
-no other clip is ever substituted.
+no other clip is ever substituted. :class:`SemiSupervisedLoader` keeps every process in step even when a
+batch is entirely skipped (``keep_empty``): several processes must run the same number of steps, or
+their collective operations would wait for each other forever.
 
 Readers are opened inside ``__getitem__`` / ``__getitems__`` (so inside DataLoader workers) and closed
 after each sample; a dataset object holds only paths and settings and pickles cheaply into workers.
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +48,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_
 from tqdm import tqdm
 
 from gym_qa.lists import ListEntry, ListFileError, check_disjoint, read_list
-from sefar_encoder.decoding import Backend, DecodeError, open_video, probe
+from sefar_encoder.decoding import Backend, DecodeError, DecoderFallbackWarning, open_video, probe_clip
 from sefar_encoder.frame_cache import FrameCache
 from sefar_encoder.sampling import DualLevelSampler
 from sefar_encoder.transforms import (
@@ -129,7 +134,8 @@ class Decoded:
     label: int
     frame_indices: np.ndarray
     frames: np.ndarray
-    rng: np.random.Generator
+    rng: np.random.Generator | None  # None in eval mode, which draws nothing
+    fallback: str | None = None  # decord's reason when PyAV decoded the clip instead
 
 
 @dataclass(frozen=True)
@@ -140,17 +146,34 @@ class BadClip:
     reason: str
 
 
-class BadClipsError(RuntimeError):
-    """Raised by :meth:`VideoClipDataset.validate`; lists every bad clip (``.bad``) in the message."""
+def _where(source: str, line: int) -> str:
+    """Where a clip is listed: ``list line 3 of <file>``, or ``list line 3`` for entries without a file."""
+    return f"list line {line}" if source.startswith("<") else f"list line {line} of {source}"
 
-    def __init__(self, source: str, bad: list[BadClip]):
-        self.bad = bad
-        lines = "\n".join(f"  {b.path} (list line {b.line}): {b.reason}" for b in bad)
+
+class BadClipsError(RuntimeError):
+    """Raised by :meth:`VideoClipDataset.validate`; lists every bad clip (``.bad``) in the message: a
+    first line with the count, then one line per clip (file, list line, reason)."""
+
+    def __init__(self, source: str, bad: list[BadClip], sources: list[str] | None = None):
+        self.bad, self.source = bad, source
+        self.sources = sources or [source] * len(bad)  # the list file of each bad clip
+        lines = "\n".join(f"  {b.path} ({_where(s, b.line)}): {b.reason}" for s, b in zip(self.sources, bad))
         super().__init__(f"{source}: {len(bad)} clip(s) cannot be decoded:\n{lines}")
+
+    @classmethod
+    def combine(cls, errors: list[BadClipsError]) -> BadClipsError:
+        """One error for the bad clips of several list files."""
+        if len(errors) == 1:
+            return errors[0]
+        bad = [b for e in errors for b in e.bad]
+        sources = [s for e in errors for s in e.sources]
+        return cls(", ".join(e.source for e in errors), bad, sources)
 
 
 class _Probe(Dataset):
-    """Frame count + last-frame check of each clip, for a parallel :meth:`VideoClipDataset.validate`."""
+    """Frame count + last-frame check of each clip, for a parallel :meth:`VideoClipDataset.validate`:
+    ``(index, bad reason or None, decoder fallback reason or None)``."""
 
     def __init__(self, paths: list[Path], backend: Backend):
         self.paths, self.backend = paths, backend
@@ -158,12 +181,14 @@ class _Probe(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[int, str | None]:
+    def __getitem__(self, i: int) -> tuple[int, str | None, str | None]:
         try:
-            probe(self.paths[i], self.backend, check_last_frame=True)
+            with warnings.catch_warnings():  # reported once, by validate(), not by every worker
+                warnings.simplefilter("ignore", DecoderFallbackWarning)
+                _, fallback = probe_clip(self.paths[i], self.backend, check_last_frame=True)
         except DecodeError as err:
-            return i, err.reason or str(err)
-        return i, None
+            return i, err.reason or str(err), None
+        return i, None, fallback
 
 
 class VideoClipDataset(Dataset):
@@ -216,6 +241,7 @@ class VideoClipDataset(Dataset):
             self.cache = FrameCache(cache_dir, short)
         self.skipped: dict[int, str] = {}  # this process only; loaders count across workers
         self.known_bad: dict[int, str] = {}  # filled by validate() under "skip"
+        self.fallbacks: dict[str, str] = {}  # filled by validate(): path -> decord's reason
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -237,8 +263,10 @@ class VideoClipDataset(Dataset):
         if index in self.known_bad:
             self.skipped[index] = self.known_bad[index]
             return SkippedSample(index, str(entry.path), self.known_bad[index])
-        # Without a seed from the sampler, draw one from torch's RNG, which DataLoader seeds per worker.
-        rng = np.random.default_rng(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
+        rng = None
+        if self.mode != "eval":  # eval draws nothing: it must not consume the caller's random stream
+            # Without a seed from the sampler, draw one from torch's RNG, which DataLoader seeds per worker.
+            rng = np.random.default_rng(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
         try:
             with self._open(entry.path) as clip:
                 if self.mode == "eval":
@@ -247,12 +275,13 @@ class VideoClipDataset(Dataset):
                 else:
                     flat = self.sampler.train(clip.num_frames, rng).flat[None]  # [1, S]
                 frames = clip.get(flat.reshape(-1))  # the one decode of this sample: [n*S, H, W, 3]
+                fallback = getattr(clip, "fallback", None)  # frame-cache entries have none
         except DecodeError as err:
             if self.on_bad_sample == "error":
                 raise
             self.skipped[index] = err.reason or str(err)
             return SkippedSample(index, str(entry.path), self.skipped[index])
-        return Decoded(index, entry.label, flat, frames, rng)
+        return Decoded(index, entry.label, flat, frames, rng, fallback)
 
     def output_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shapes of the tensors of one sample dict, by key (frame_indices excluded)."""
@@ -274,6 +303,8 @@ class VideoClipDataset(Dataset):
             return decoded
         out = out or {}
         item: dict[str, Any] = {"label": decoded.label, "index": decoded.index}
+        if decoded.fallback is not None:  # moved to the batch's "fallbacks" by collate_clips
+            item["fallback"] = (str(self.entries[decoded.index].path), decoded.fallback)
         frames, rng = decoded.frames, decoded.rng
         if self.mode == "labeled":
             item["video"], _ = self.transform.labeled(frames, rng, out.get("video"))
@@ -317,12 +348,13 @@ class VideoClipDataset(Dataset):
         """Open every clip, read its frame count and decode its last frame (catches truncation).
 
         With ``on_bad_sample="error"`` raises :class:`BadClipsError` listing EVERY bad clip; with
-        ``"skip"`` returns them and skips them later without trying to decode again.
+        ``"skip"`` returns them and skips them later without trying to decode again. Clips that only
+        PyAV could read are recorded in :attr:`fallbacks` (and said in one warning).
         """
         probe_set = _Probe([e.path for e in self.entries], self.backend)
         loader = DataLoader(probe_set, batch_size=None, num_workers=num_workers)
         bad = []
-        for i, reason in tqdm(
+        for i, reason, fallback in tqdm(
             loader,
             total=len(probe_set),
             desc=f"validate {Path(self.source).name}",
@@ -332,6 +364,15 @@ class VideoClipDataset(Dataset):
             if reason is not None:
                 e = self.entries[i]
                 bad.append(BadClip(i, str(e.path), e.line, reason))
+            if fallback is not None:
+                self.fallbacks[str(self.entries[i].path)] = fallback
+        if self.fallbacks:
+            warnings.warn(
+                f"{Path(self.source).name}: {len(self.fallbacks)} clip(s) decord cannot read were decoded "
+                f"with PyAV: {', '.join(sorted(self.fallbacks)[:5])}{' ...' if len(self.fallbacks) > 5 else ''}",
+                DecoderFallbackWarning,
+                stacklevel=2,
+            )
         if bad and self.on_bad_sample == "error":
             raise BadClipsError(self.source, bad)
         self.known_bad = {b.index: b.reason for b in bad}
@@ -365,16 +406,25 @@ def _rows_of_one_buffer(tensors: list[torch.Tensor]) -> torch.Tensor | None:
 
 
 def collate_clips(batch: list[dict[str, Any] | SkippedSample]) -> dict[str, Any]:
-    """Stack sample dicts along a new first axis B; ``"skipped"`` lists paths of skipped clips.
+    """Stack sample dicts along a new first axis B; ``"skipped"`` lists paths of skipped clips,
+    ``"skipped_reasons"`` why, and ``"fallbacks"`` the ``(path, reason)`` of clips decoded with PyAV
+    because decord failed on them.
 
     Tensors that are already the rows of one batch buffer (from ``VideoClipDataset.__getitems__``) are
     returned as that buffer; the rest go through torch's ``default_collate`` (which, inside a worker,
     stacks straight into shared memory). An all-skipped batch has ``index`` of length 0 and no tensors.
     """
-    kept = [b for b in batch if not isinstance(b, SkippedSample)]
     skipped = [b.path for b in batch if isinstance(b, SkippedSample)]
+    reasons = [b.reason for b in batch if isinstance(b, SkippedSample)]
+    fallbacks = [b["fallback"] for b in batch if not isinstance(b, SkippedSample) and "fallback" in b]
+    kept = [
+        {k: v for k, v in b.items() if k != "fallback"} if "fallback" in b else b
+        for b in batch
+        if not isinstance(b, SkippedSample)
+    ]
+    info = {"skipped": skipped, "skipped_reasons": reasons, "fallbacks": fallbacks}
     if not kept:
-        return {"index": torch.empty(0, dtype=torch.long), "skipped": skipped}
+        return {"index": torch.empty(0, dtype=torch.long), **info}
     prebuilt = {}
     for key, value in kept[0].items():
         if isinstance(value, torch.Tensor):
@@ -385,7 +435,7 @@ def collate_clips(batch: list[dict[str, Any] | SkippedSample]) -> dict[str, Any]
     with one_thread():  # see transforms.one_thread: small per-batch copies
         out = default_collate(rest)
     out.update(prebuilt)
-    out["skipped"] = skipped
+    out.update(info)
     return out
 
 
@@ -484,8 +534,13 @@ class SemiSupervisedLoader:
     one labeled + one unlabeled batch); the data order and augmentation of step k depend only on
     (seed, k), so a resumed run sees exactly the batches it would have seen. One epoch is
     :attr:`steps_per_epoch` steps, a pass over the unlabeled pool (as in SVFormer/SeFAR).
-    Steps whose labeled or unlabeled batch is entirely skipped are not yielded (counted in
-    :attr:`empty_steps`); skipped clips are counted in :attr:`num_skipped`.
+    Steps whose labeled or unlabeled batch is entirely skipped are counted in :attr:`empty_steps` and
+    not yielded — or, with ``keep_empty=True``, yielded as ``None`` so that the caller's step count stays
+    the data stream's position and every process of a multi-process run takes the same number of steps
+    (each process skips its own clips; a process that stopped yielding would leave the others waiting in
+    a collective operation). Skipped clips are counted in :attr:`num_skipped` (every time one is drawn)
+    and named in :attr:`skipped` (path -> reason); clips decoded with the PyAV fallback in
+    :attr:`fallbacks` (path -> decord's reason).
 
     Datasets built with ``normalize=False`` send uint8 pixels from the workers (a quarter of the bytes
     through shared memory; on this 2-core machine that moved the loader from ~0.77x to ~0.9x of decode
@@ -510,35 +565,51 @@ class SemiSupervisedLoader:
         self.num_workers, self.seed = num_workers, seed
         self.steps_per_epoch = max(1, len(unlabeled) // self.unlabeled_batch_size)
         self.num_skipped = 0
-        self.skipped_paths: list[str] = []
+        self.skipped: dict[str, str] = {}
+        self.fallbacks: dict[str, str] = {}
         self.empty_steps = 0
 
-    def steps(self, start: int = 0, count: int | None = None) -> Iterator[tuple[dict, dict]]:
-        """Yield ``(labeled_batch, unlabeled_batch)`` for global steps ``start, start+1, ...``."""
+    @property
+    def skipped_paths(self) -> list[str]:
+        return sorted(self.skipped)
+
+    def _account(self, batch: dict[str, Any]) -> bool:
+        """Count a batch's skipped and fallback clips; True when it kept at least one clip."""
+        self.num_skipped += len(batch["skipped"])
+        self.skipped.update(zip(batch["skipped"], batch["skipped_reasons"]))
+        self.fallbacks.update(batch["fallbacks"])
+        return len(batch["index"]) > 0
+
+    def steps(
+        self, start: int = 0, count: int | None = None, keep_empty: bool = False
+    ) -> Iterator[tuple[dict, dict] | None]:
+        """Yield ``(labeled_batch, unlabeled_batch)`` for global steps ``start, start+1, ...`` (``None`` for
+        a step with an entirely skipped batch when ``keep_empty``)."""
         labeled = self._loader(self.labeled, self.batch_size, 0, start)
         unlabeled = self._loader(self.unlabeled, self.unlabeled_batch_size, 1, start)
         pairs = zip(labeled, unlabeled)
         for lab, unl in pairs if count is None else itertools.islice(pairs, count):
-            for batch in (lab, unl):
-                self.num_skipped += len(batch["skipped"])
-                self.skipped_paths.extend(batch["skipped"])
-            if len(lab["index"]) == 0 or len(unl["index"]) == 0:
+            if not (self._account(lab) & self._account(unl)):  # & : account for both batches
                 self.empty_steps += 1
+                if keep_empty:
+                    yield None
                 continue
             yield (
                 finish_batch(lab, self.labeled.augment, self.device),
                 finish_batch(unl, self.unlabeled.augment, self.device),
             )
 
-    def labeled_steps(self, start: int = 0, count: int | None = None) -> Iterator[dict]:
+    def labeled_steps(
+        self, start: int = 0, count: int | None = None, keep_empty: bool = False
+    ) -> Iterator[dict | None]:
         """Only the labeled batches of steps ``start, start+1, ...`` (supervised phases decode nothing else);
-        they are the same batches :meth:`steps` pairs with unlabeled ones."""
+        they are the same batches :meth:`steps` pairs with unlabeled ones. ``keep_empty`` as in :meth:`steps`."""
         batches = self._loader(self.labeled, self.batch_size, 0, start)
         for lab in batches if count is None else itertools.islice(batches, count):
-            self.num_skipped += len(lab["skipped"])
-            self.skipped_paths.extend(lab["skipped"])
-            if len(lab["index"]) == 0:
+            if not self._account(lab):
                 self.empty_steps += 1
+                if keep_empty:
+                    yield None
                 continue
             yield finish_batch(lab, self.labeled.augment, self.device)
 
@@ -552,11 +623,15 @@ class SemiSupervisedLoader:
 
 
 def build_datasets(
-    cfg: DataConfig, num_classes: int, splits: Sequence[str] = ("train", "unlabel", "val", "test")
+    cfg: DataConfig,
+    num_classes: int,
+    splits: Sequence[str] = ("train", "unlabel", "val", "test"),
+    progress: bool = True,
 ) -> dict[str, VideoClipDataset]:
     """Datasets for a data set folder: ``train`` labeled, ``unlabel`` unlabeled, ``val``/``test`` eval.
 
-    Checks that labeled and unlabeled lists are disjoint, and validates every clip when ``cfg.validate``.
+    Checks that labeled and unlabeled lists are disjoint, and validates every clip when ``cfg.validate``
+    (every split first, so that ``on_bad_sample="error"`` reports the bad clips of ALL lists at once).
     """
     paths = split_paths(cfg.root, cfg.label_rate)
     modes: dict[str, Mode] = {"train": "labeled", "unlabel": "unlabeled", "val": "eval", "test": "eval"}
@@ -580,9 +655,17 @@ def build_datasets(
             normalize=not (cfg.uint8_transfer and modes[name] != "eval"),
         )
         ds.source = str(getattr(paths, name))
-        if cfg.validate and len(ds):
-            ds.validate(num_workers=cfg.num_workers)
         datasets[name] = ds
+    if cfg.validate:
+        errors = []
+        for ds in datasets.values():
+            if len(ds):
+                try:
+                    ds.validate(num_workers=cfg.num_workers, progress=progress)
+                except BadClipsError as err:
+                    errors.append(err)
+        if errors:
+            raise BadClipsError.combine(errors)
     return datasets
 
 
@@ -606,8 +689,17 @@ def build_semi_loader(
     )
 
 
-def eval_loader(dataset: VideoClipDataset, batch_size: int, num_workers: int = 0) -> DataLoader:
-    """Plain ordered pass over an eval dataset (every clip once, in list order)."""
+def eval_loader(dataset: Dataset, batch_size: int, num_workers: int = 0) -> DataLoader:
+    """Plain ordered pass over an eval dataset (every clip once, in list order).
+
+    Its own generator: DataLoader would otherwise draw a base seed from torch's global RNG at every pass,
+    so evaluating during training would shift the training's random stream (see :func:`make_loader`).
+    """
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_clips
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate_clips,
+        generator=torch.Generator().manual_seed(0),
     )

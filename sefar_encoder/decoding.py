@@ -6,7 +6,14 @@
 
 decord (``VideoReader.get_batch``) is the default backend, PyAV the fallback and the reference in tests
 (both are frame-exact on H.264 clips written by PyAV). Any pixel format (grayscale, yuv444p, full-range
-yuvj) comes out as 3-channel RGB. Every failure that is the file's fault (missing, empty, not a video,
+yuvj) comes out as 3-channel RGB.
+
+Per-clip fallback: decord fails on some valid files (e.g. small H.264 clips whose width is not a multiple
+of its copy alignment, such as 48 px: "The size must exactly match"). With ``backend="decord"`` a clip
+that decord cannot open or decode is read with PyAV instead; the clip's ``fallback`` attribute then holds
+decord's reason (``None`` otherwise), a :class:`DecoderFallbackWarning` names the file (once per file and
+process), and the data path counts such clips (``SemiSupervisedLoader.fallback_paths``). Only when PyAV
+fails too is the file bad: :class:`DecodeError` gives both reasons. Every failure that is the file's fault (missing, empty, not a video,
 truncated) raises :class:`DecodeError` naming the file with a one-line reason; the library's own
 exception is not chained, so users never see a deep decord/FFmpeg traceback.
 
@@ -20,6 +27,8 @@ Shape notation: T requested frames, H/W pixels of the file.
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import Literal, Protocol, Self
 
@@ -37,9 +46,30 @@ class DecodeError(RuntimeError):
     """
 
     def __init__(self, path: str | os.PathLike, reason: str | None = None):
-        self.path = str(path)
+        path = str(path)
+        if reason is None and "\n" in path:  # re-raised from a DataLoader worker: the traceback's last line
+            path, reason = _parse_worker_message(path)
+        self.path = path
         self.reason = reason
-        super().__init__(self.path if reason is None else f"{self.path}: cannot decode video ({reason})")
+        super().__init__(self.path if reason is None else f"{self.path}: {_CANNOT} ({reason})")
+
+
+_CANNOT = "cannot decode video"
+
+
+def _parse_worker_message(text: str) -> tuple[str, str | None]:
+    """``(path, reason)`` from torch's "Caught DecodeError in DataLoader worker ... Original Traceback"
+    text, whose last line is ``sefar_encoder.decoding.DecodeError: <path>: cannot decode video (<reason>)``."""
+    last = [line for line in text.strip().splitlines() if line.strip()][-1].strip()
+    last = last.split("DecodeError: ", 1)[-1]
+    head, sep, tail = last.partition(f": {_CANNOT} (")
+    if sep and tail.endswith(")"):
+        return head, tail[:-1]
+    return last, None
+
+
+class DecoderFallbackWarning(UserWarning):
+    """decord could not read a clip that PyAV could; the clip was decoded with PyAV."""
 
 
 class DecodeCounter:
@@ -94,6 +124,9 @@ def _short_reason(err: BaseException) -> str:
         text = text.split(".cc:", 1)[1].split(":", 1)[-1].strip()
     if text.startswith("Error reading"):  # decord's open failure; FFmpeg's cause went to its (muted) log
         text = "not a video, or its container index is missing or damaged"
+    text = re.sub(r"^\[Errno -?\d+\] ", "", text)  # PyAV: "[Errno 1094995529] Invalid data ...: '<path>'"
+    if text.endswith("'") and ": '" in text:  # the file name: callers name the file themselves
+        text = text.rsplit(": '", 1)[0]
     return text[:200]
 
 
@@ -194,6 +227,61 @@ class _PyAVClip:
             self._container = None
 
 
+class _DecordWithFallback:
+    """decord, or PyAV for this one clip when decord cannot open or decode it (see module docstring)."""
+
+    def __init__(self, path: Path, num_threads: int):
+        self.path = str(path)
+        self.fallback: str | None = None  # decord's reason once PyAV has taken over
+        self._warned = False
+        self._clip: VideoClip
+        try:
+            self._clip = _DecordClip(path, num_threads)
+        except DecodeError as err:
+            self._switch_to_pyav(err)
+        self.num_frames = self._clip.num_frames
+
+    def _both_failed(self, pyav_err: DecodeError) -> DecodeError:
+        return DecodeError(self.path, f"{self.fallback}; PyAV fallback: {pyav_err.reason}")
+
+    def _switch_to_pyav(self, err: DecodeError) -> None:
+        self.fallback = err.reason
+        try:
+            clip = _PyAVClip(Path(self.path))
+        except DecodeError as pyav_err:
+            raise self._both_failed(pyav_err) from None
+        if hasattr(self, "num_frames") and clip.num_frames != self.num_frames:
+            clip.close()  # the caller chose its indices from decord's count
+            raise DecodeError(
+                self.path,
+                f"{err.reason}; PyAV fallback counts {clip.num_frames} frames, decord {self.num_frames}",
+            )
+        self._clip = clip
+
+    def get(self, indices: np.ndarray) -> np.ndarray:
+        if self.fallback is None:
+            try:
+                return self._clip.get(indices)
+            except DecodeError as err:
+                self._clip.close()
+                self._switch_to_pyav(err)
+        try:
+            frames = self._clip.get(indices)
+        except DecodeError as pyav_err:
+            raise self._both_failed(pyav_err) from None
+        if not self._warned:  # said once the fallback has actually decoded the clip
+            self._warned = True
+            warnings.warn(
+                f"{self.path}: decord failed ({self.fallback}); decoded with PyAV",
+                DecoderFallbackWarning,
+                stacklevel=2,
+            )
+        return frames
+
+    def close(self) -> None:
+        self._clip.close()
+
+
 class _ClosingClip:
     """Context-manager wrapper so ``with open_video(...) as clip:`` closes the reader."""
 
@@ -201,6 +289,11 @@ class _ClosingClip:
         self._clip = clip
         self.path = clip.path
         self.num_frames = clip.num_frames
+
+    @property
+    def fallback(self) -> str | None:
+        """decord's reason when this clip is read with PyAV instead (``backend="decord"`` only)."""
+        return getattr(self._clip, "fallback", None)
 
     def get(self, indices: np.ndarray) -> np.ndarray:
         return self._clip.get(indices)
@@ -215,16 +308,19 @@ class _ClosingClip:
         self.close()
 
 
-def open_video(path: str | os.PathLike, backend: Backend = "decord", num_threads: int = 1) -> _ClosingClip:
+def open_video(
+    path: str | os.PathLike, backend: Backend = "decord", num_threads: int = 1, fallback: bool = True
+) -> _ClosingClip:
     """Open a clip (reads the header, decodes nothing). Raises :class:`DecodeError` for bad files.
 
     ``num_threads`` is decord's decoder thread count; 1 by default because each DataLoader worker
-    already occupies a core.
+    already occupies a core. ``fallback``: with decord, read the clip with PyAV when decord fails on it.
     """
     path = Path(path)
     _check_file(path)
     if backend == "decord":
-        return _ClosingClip(_DecordClip(path, num_threads))
+        clip = _DecordWithFallback(path, num_threads) if fallback else _DecordClip(path, num_threads)
+        return _ClosingClip(clip)
     if backend == "pyav":
         return _ClosingClip(_PyAVClip(path))
     raise ValueError(f"unknown decoding backend {backend!r}; choose one of {BACKENDS}")
@@ -241,7 +337,14 @@ def read_frames(
 def probe(path: str | os.PathLike, backend: Backend = "decord", check_last_frame: bool = True) -> int:
     """Frame count of a clip; with ``check_last_frame`` also decode the last frame (catches truncation,
     which a header read alone misses when the index sits at the start of the file)."""
+    return probe_clip(path, backend, check_last_frame)[0]
+
+
+def probe_clip(
+    path: str | os.PathLike, backend: Backend = "decord", check_last_frame: bool = True
+) -> tuple[int, str | None]:
+    """:func:`probe`, also returning decord's reason when the clip needed the PyAV fallback (else None)."""
     with open_video(path, backend) as clip:
         if check_last_frame:
             clip.get(np.array([clip.num_frames - 1]))
-        return clip.num_frames
+        return clip.num_frames, clip.fallback

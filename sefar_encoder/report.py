@@ -98,6 +98,13 @@ def write_report(metrics: dict[str, Any], path: str | Path) -> None:
             f" (val mean class {_pct(best['val_mean_class'])} %)"
         ),
         f"- skipped clips: {metrics['skipped_clips']}; non-finite loss steps skipped: {metrics['nonfinite_steps']}",
+    ]
+    if metrics.get("pseudo_label_entropy") is not None:  # the pseudo-label collapse monitor
+        lines.append(
+            f"- pseudo-label entropy, last epoch: {metrics['pseudo_label_entropy']:.3f}"
+            " (1 = uniform over classes, near 0 = collapse onto few classes)"
+        )
+    lines += [
         "",
         "| split | clips | top-1 | top-5 | mean class | set mean class | event mean class |",
         "|---|---|---|---|---|---|---|",
@@ -119,5 +126,13 @@ def write_report(metrics: dict[str, Any], path: str | Path) -> None:
         lines.append("|---|---|---|---|")
         for row in metrics["most_confused"]:
             lines.append(f"| {row['true']} | {row['predicted']} | {row['count']} | {_pct(row['share'])} % |")
+    for key, title in (
+        ("bad_samples", "Undecodable clips left out (data.on_bad_sample=skip)"),
+        ("decoder_fallbacks", "Clips decord could not read, decoded with PyAV"),
+    ):
+        clips = metrics.get(key, {}).get("clips", [])
+        if clips:
+            lines += ["", f"{title}: {len(clips)}", "", "| clip | split | reason |", "|---|---|---|"]
+            lines += [f"| `{c['path']}` | {c['split']} | {c['reason']} |" for c in clips]
     lines += ["", "![curves](curves.png)", "", "![confusion](confusion.png)", ""]
     Path(path).write_text("\n".join(lines))

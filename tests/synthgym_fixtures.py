@@ -87,9 +87,11 @@ TINY_OVERRIDES = [
 
 def tiny_train_config(data: TinyData, out_dir: Path, *overrides: str):
     """``configs/encoder/synthgym_tiny.yaml`` + :data:`TINY_OVERRIDES` + ``overrides`` as a ``TrainConfig``."""
-    train = load_script("train_encoder")
-    return train.load_config(
-        train.TrainConfig,
+    from sefar_encoder.config import load_config
+    from sefar_encoder.training import TrainConfig
+
+    return load_config(
+        TrainConfig,
         TINY_ENCODER_YAML,
         [
             f"data.root={data.root}",
@@ -112,3 +114,28 @@ def tiny_cli_args(data: TinyData, out_dir: Path, *overrides: str) -> list[str]:
         *TINY_OVERRIDES,
         *overrides,
     ]
+
+
+# The resume/kill tests' reference run: sefar, 3 epochs x 2 steps (1 warm-up epoch; the EMA teacher is born
+# at the start of epoch 2), deterministic CPU settings, RESUME_THREADS intra-op threads (bitwise-equal
+# results need the same thread count in every run, subprocesses too: OMP_NUM_THREADS).
+RESUME_COMMON = ["epochs=3", "method.name=sefar", "deterministic=true"]
+RESUME_THREADS = 2
+
+
+def resume_reference(data: TinyData, base: Path) -> Path:
+    """The uninterrupted reference run of :data:`RESUME_COMMON` (run once per session, in ``base``)."""
+    if "resume_reference" not in _CACHE:
+        import torch
+
+        from sefar_encoder.training import run
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(RESUME_THREADS)
+        try:
+            run_dir = base / "reference"
+            run(tiny_train_config(data, run_dir, *RESUME_COMMON))
+        finally:
+            torch.set_num_threads(before)
+        _CACHE["resume_reference"] = run_dir
+    return _CACHE["resume_reference"]

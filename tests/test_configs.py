@@ -16,6 +16,7 @@ from synthgym_fixtures import REPO, load_script
 
 from gym_qa.hierarchy import Hierarchy
 from gym_qa.lists import read_list
+from sefar_encoder import training
 from sefar_encoder.config import load_config
 
 CONFIGS = REPO / "configs"
@@ -36,7 +37,7 @@ def schema_of(path: Path) -> type | None:
     """The dataclass a YAML under configs/ must parse as (None: not a toolkit config or not ours to load)."""
     group = path.relative_to(CONFIGS).parts[0]
     if group == "encoder":
-        return load_script("train_encoder").TrainConfig
+        return training.TrainConfig
     if group == "pretrain":
         return load_script("pretrain_image_backbone").PretrainConfig
     if group == "mllm":
@@ -76,8 +77,7 @@ def test_every_yaml_parses_with_its_schema(path: Path):
 
 # ----------------------------------------------------------------------------------------- FineGym
 def finegym_config(name: str, *overrides: str):
-    train = load_script("train_encoder")
-    return load_config(train.TrainConfig, CONFIGS / "encoder" / name, list(overrides))
+    return load_config(training.TrainConfig, CONFIGS / "encoder" / name, list(overrides))
 
 
 @pytest.mark.parametrize("name", sorted(FINEGYM_CONFIGS))
@@ -109,11 +109,10 @@ def test_finegym_config_is_the_paper_recipe(name: str):
 @pytest.mark.parametrize("name", sorted(FINEGYM_CONFIGS))
 def test_finegym_config_builds_its_model(name: str):
     gym, _, num_classes = FINEGYM_CONFIGS[name]
-    train = load_script("train_encoder")
     cfg = finegym_config(name, "init_checkpoint=null")
     hierarchy = Hierarchy.from_finegym(FINEGYM / f"{gym}_categories.txt", FINEGYM / "set_categories.txt")
-    views = train.method_views(train.resolve_method(cfg.method), cfg.num_frames)
-    model, report = train.build_model(cfg, hierarchy, views)
+    views = training.method_views(training.resolve_method(cfg.method), cfg.num_frames)
+    model, report = training.build_model(cfg, hierarchy, views)
     assert report is None and views == (2, 2, 4)
     assert model.config.num_classes == num_classes and model.config.img_size == 224
     params = sum(p.numel() for p in model.parameters())
@@ -194,10 +193,9 @@ def test_finegym_header_commands_make_the_data_folder(name: str, tmp_path, monke
     assert launched is not None and launched[launched.index("--config") + 1] == str(path.relative_to(REPO))
 
     # the folder is what the config reads: lists present, labels in range, val/test/pool disjoint
-    train = load_script("train_encoder")
     cfg = finegym_config(name)
-    train.check_lists(cfg, ("train", "unlabel", "val", "test"))
-    hierarchy = train.build_hierarchy(cfg)
+    training.check_lists(cfg, ("train", "unlabel", "val", "test"))
+    hierarchy = training.build_hierarchy(cfg)
     assert hierarchy.num_classes == num_classes
     root = Path(cfg.data.root)
     lists = {

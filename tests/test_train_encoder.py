@@ -1,10 +1,12 @@
-"""scripts/train_encoder.py end to end on SynthGym tiny: every method trains, checkpoints, exports,
-evaluates and reports; the command line's exit codes and error messages."""
+"""Encoder training end to end on SynthGym tiny (``sefar_encoder.training``): every method trains,
+checkpoints, exports, evaluates and reports; the command line's (scripts/train_encoder.py) exit codes and
+error messages."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ import torch
 from synthgym_fixtures import load_script, tiny_cli_args, tiny_train_config
 
 from gym_qa.hierarchy import Hierarchy
+from sefar_encoder import training
 from sefar_encoder.checkpoint import latest_checkpoint, load_checkpoint
 from sefar_encoder.model import SeFAREncoder
 
@@ -41,6 +44,11 @@ synthgym_tiny = synthgym_fixtures.synthgym_tiny  # the shared session fixture, u
 
 @pytest.fixture
 def train():
+    return training
+
+
+@pytest.fixture
+def cli():
     return load_script("train_encoder")
 
 
@@ -117,18 +125,18 @@ def test_every_method_trains_exports_and_reports(case, synthgym_tiny, tmp_path, 
     assert f"{100 * saved['test']['mean_class']:.1f}" in report and "direction" in report
 
 
-def test_command_line_run_and_resume_of_a_finished_run(synthgym_tiny, tmp_path, train, capsys):
+def test_command_line_run_and_resume_of_a_finished_run(synthgym_tiny, tmp_path, capsys, cli):
     run_dir = tmp_path / "cli"
     args = tiny_cli_args(synthgym_tiny, run_dir, "method.name=supervised", "epochs=1", "data.validate=true")
-    assert train.main(args) == 0
+    assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "done: test mean class" in out and str(run_dir) in out
     first = (run_dir / "metrics.json").read_text()
-    assert train.main([*args, "--resume"]) == 0  # a finished run is not trained again
+    assert cli.main([*args, "--resume"]) == 0  # a finished run is not trained again
     assert (run_dir / "metrics.json").read_text() == first
 
 
-def test_missing_data_is_a_clear_error(tmp_path, train, capsys):
+def test_missing_data_is_a_clear_error(tmp_path, capsys, cli):
     missing = tmp_path / "no-such-data"
     args = [
         "--config",
@@ -136,7 +144,7 @@ def test_missing_data_is_a_clear_error(tmp_path, train, capsys):
         f"data.root={missing}",
         f"out_dir={tmp_path / 'r'}",
     ]
-    assert train.main(args) == 1
+    assert cli.main(args) == 1
     err = capsys.readouterr().err
     assert "list file not found" in err and str(missing / "splits" / "10" / "train.csv") in err
 
@@ -166,16 +174,18 @@ def test_non_finite_steps_are_skipped(synthgym_tiny, tmp_path, train, monkeypatc
     assert all(torch.isfinite(v).all() for k, v in weights.items() if k.startswith("student."))
 
 
-def test_too_many_non_finite_steps_stop_with_exit_code_3(synthgym_tiny, tmp_path, train, monkeypatch, capsys):
+def test_too_many_non_finite_steps_stop_with_exit_code_3(
+    synthgym_tiny, tmp_path, train, monkeypatch, capsys, cli
+):
     nan_steps(monkeypatch, train, {2, 3})
     args = tiny_cli_args(synthgym_tiny, tmp_path / "r", "method.name=supervised", "max_nonfinite_steps=2")
-    assert train.main(args) == 3
+    assert cli.main(args) == 3
     assert "2 non-finite losses in a row at epoch 2" in capsys.readouterr().err
 
 
-def test_ssl_method_without_unlabeled_clips_is_a_clear_error(synthgym_tiny, tmp_path, train, capsys):
+def test_ssl_method_without_unlabeled_clips_is_a_clear_error(synthgym_tiny, tmp_path, capsys, cli):
     args = tiny_cli_args(synthgym_tiny, tmp_path / "r", "method.name=sefar", "data.label_rate=100")
-    assert train.main(args) == 1
+    assert cli.main(args) == 1
     assert "needs unlabeled clips" in capsys.readouterr().err
 
 
@@ -189,22 +199,22 @@ def test_every_method_trains_as_many_steps_per_epoch(train):
     assert train.optimizer_steps_per_epoch(cfg, num_labeled=100, num_unlabeled=2400) == 7
 
 
-def test_bad_override_is_a_clear_error(tmp_path, train, capsys):
+def test_bad_override_is_a_clear_error(tmp_path, capsys, cli):
     args = [
         "--config",
         "configs/encoder/synthgym_tiny.yaml",
         "method.name=meanteacher",
         f"out_dir={tmp_path}",
     ]
-    assert train.main(args) == 1
+    assert cli.main(args) == 1
     assert "method.name" in capsys.readouterr().err
-    assert train.main(["--config", "configs/encoder/synthgym_tiny.yaml", "optim.lr=fast"]) == 1
+    assert cli.main(["--config", "configs/encoder/synthgym_tiny.yaml", "optim.lr=fast"]) == 1
     assert "optim.lr" in capsys.readouterr().err
 
 
-def test_batch_not_divisible_by_accumulation_is_a_clear_error(synthgym_tiny, tmp_path, train, capsys):
+def test_batch_not_divisible_by_accumulation_is_a_clear_error(synthgym_tiny, tmp_path, capsys, cli):
     args = tiny_cli_args(synthgym_tiny, tmp_path / "r", "data.batch_size=3", "grad_accum=2")
-    assert train.main(args) == 1
+    assert cli.main(args) == 1
     assert "data.batch_size (3) must be divisible by grad_accum" in capsys.readouterr().err
 
 
@@ -278,3 +288,38 @@ def test_two_processes_train_like_one(synthgym_tiny, tmp_path):
     metrics = {n: json.loads((tmp_path / n / "metrics.json").read_text()) for n in runs}
     assert abs(metrics["one"]["test"]["top1"] - metrics["two"]["test"]["top1"]) <= 0.01
     assert metrics["two"]["val"]["count"] == metrics["one"]["val"]["count"] == 12  # every clip evaluated once
+
+
+def test_internal_error_and_interrupt_exit_codes(tmp_path, cli, monkeypatch, capsys):
+    args = ["--config", "configs/encoder/synthgym_tiny.yaml", f"out_dir={tmp_path / 'r'}"]
+
+    def bug(cfg, resume=False):
+        raise ValueError("a bug\nwith a second line")
+
+    monkeypatch.setattr(cli, "run", bug)
+    assert cli.main(args) == 4
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "internal error ValueError: a bug" in err
+    log = (tmp_path / "r" / "error.log").read_text()
+    assert log.startswith("Traceback") and "with a second line" in log
+
+    def interrupted(cfg, resume=False):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run", interrupted)
+    assert cli.main(args) == 130 and capsys.readouterr().err == "error: interrupted\n"
+
+
+def test_sigterm_during_set_up_stops_before_the_first_step(
+    synthgym_tiny, tmp_path, train, cli, monkeypatch, capsys
+):
+    real = train.build_datasets
+
+    def terminated_while_validating(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "build_datasets", terminated_while_validating)
+    assert cli.main(tiny_cli_args(synthgym_tiny, tmp_path / "r", "method.name=supervised")) == 143
+    assert "SIGTERM during set-up" in capsys.readouterr().out
+    assert latest_checkpoint(tmp_path / "r") is None and not (tmp_path / "r" / "metrics.json").exists()

@@ -19,17 +19,26 @@ from pathlib import Path
 import pytest
 import synthgym_fixtures
 import torch
-from synthgym_fixtures import REPO, load_script, tiny_cli_args, tiny_train_config
+from synthgym_fixtures import (
+    REPO,
+    RESUME_COMMON,
+    RESUME_THREADS,
+    load_script,
+    resume_reference,
+    tiny_cli_args,
+    tiny_train_config,
+)
 
+from sefar_encoder import training
 from sefar_encoder.checkpoint import TMP_PREFIX, latest_checkpoint, load_checkpoint
 
-COMMON = ["epochs=3", "method.name=sefar", "deterministic=true"]
+COMMON = RESUME_COMMON
 VOLATILE = {"seconds", "minutes"}  # wall-clock fields: the only ones allowed to differ
 
 synthgym_tiny = synthgym_fixtures.synthgym_tiny  # the shared session fixture, used here
 
 
-THREADS = 2  # bitwise-equal results need the same intra-op thread count in every run, subprocesses too
+THREADS = RESUME_THREADS  # bitwise-equal results need the same intra-op thread count in every run
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -43,7 +52,7 @@ def pinned_threads():
 
 @pytest.fixture(scope="module")
 def train():
-    return load_script("train_encoder")
+    return training
 
 
 def comparable(obj):
@@ -72,10 +81,8 @@ def assert_same_run(run_dir: Path, ref_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(synthgym_tiny, train, tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("resume") / "reference"
-    train.run(tiny_train_config(synthgym_tiny, run_dir, *COMMON))
-    return run_dir
+def reference(synthgym_tiny, tmp_path_factory) -> Path:
+    return resume_reference(synthgym_tiny, tmp_path_factory.mktemp("resume"))
 
 
 def sigterm_at_call(monkeypatch, train, name: str, call: int) -> None:
@@ -177,7 +184,7 @@ def test_sigterm_to_subprocess_exits_143_and_resumes(synthgym_tiny, train, refer
     _, state = load_checkpoint(ckpt)
     assert 2 <= state["micro_step"] < 6 and not (run_dir / "metrics.json").exists()
 
-    assert train.main([*args, "--resume"]) == 0
+    assert load_script("train_encoder").main([*args, "--resume"]) == 0
     assert_same_run(run_dir, reference)
 
 
