@@ -11,14 +11,21 @@ Modes:
   likelihood  every option scored as a continuation of the prompt ("C. <text>" after stage B, see
               --score-target): ``option_scores`` (summed NLL, lower is better) + ``option_token_counts``
   both        one record with both
+  classifier4 no MLLM: the SeFAR encoder's own classifier restricted to the options' element classes,
+              for the questions whose options are all element names (``gym_qa.classifier_answerer``);
+              --weights is the encoder checkpoint, --mllm is not used
 
 Features of the questions' clips (``video`` = clip id, mapped to files by --list) come from the feature
 cache under --cache-root; clips not cached yet are encoded first. The encoder (name, --weights,
 --encoder-option) must be the one the MLLM was trained on: its fingerprint is checked. The report
 (``gym_qa.score``: overall, per answer type, per event/set with --categories) goes to --out-json and
 --out-md (default: next to the predictions), with the run's settings and timings under ``"run"``.
+A clip that cannot be decoded stops the run (--on-bad-sample error) or is skipped (skip): its questions
+then count as wrong, are listed under ``run.questions_without_features`` and announced on stderr.
 
-Exit codes: 0 done; 2 bad input (files, formats, encoder mismatch).
+Exit codes: 0 done; 2 bad input, one line naming the file (question file and record, list file and line,
+a question whose clip is not in --list, a clip that cannot be decoded or encoded, encoder mismatch, stale
+cache, MLLM checkpoint or tokenizer that cannot be read).
 """
 
 from __future__ import annotations
@@ -33,24 +40,31 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from gym_qa.classifier_answerer import answerable_questions, classifier_predictions
 from gym_qa.clips import clip_id_of
 from gym_qa.hierarchy import HierarchyError, load_hierarchy
-from gym_qa.lists import ListFileError, read_list
+from gym_qa.lists import ListEntry, ListFileError, read_list
 from gym_qa.questions import QuestionFormatError, circular_questions, load_questions
 from gym_qa.scoring import Prediction, report_to_markdown, score, write_predictions
 from mllm.chat import EncoderMismatchError, VideoChat
 from mllm.encoders import ENCODERS
-from mllm.feature_cache import FeatureCache, StaleCacheError, build_feature_cache
+from mllm.feature_cache import EncodingError, FeatureCache, StaleCacheError, build_feature_cache
 from mllm.generation import GenerationOptions
 from mllm.instruction_data import SCORE_TARGETS
+from mllm.tokenizer import TokenizerLoadError
 from sefar_encoder.config import ConfigError, parse_overrides
+from sefar_encoder.decoding import DecodeError
+from sefar_encoder.model.encoder import SeFAREncoder
+from sefar_encoder.prediction import ClipInput, PredictionFailure, Predictor
 
-MODES = ("generate", "likelihood", "both")
+MODES = ("generate", "likelihood", "both", "classifier4")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mllm", required=True, type=Path, help="MLLM checkpoint directory (<stage run>/mllm)")
+    p.add_argument(
+        "--mllm", type=Path, default=None, help="MLLM checkpoint (<stage run>/mllm); not for classifier4"
+    )
     p.add_argument(
         "--encoder", default=None, choices=sorted(ENCODERS), help="encoder name (default: the checkpoint's)"
     )
@@ -79,10 +93,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=0, help="only the first N questions (0 = all)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     p.add_argument("--load-in-4bit", action="store_true", help="load the base LLM in 4 bit (CUDA)")
+    p.add_argument(
+        "--on-bad-sample",
+        default="error",
+        choices=["error", "skip"],
+        help="a clip that cannot be decoded: stop, or skip it (its questions count as wrong)",
+    )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let a hub LLM run code shipped with it (off: only for checkpoints you trust)",
+    )
     p.add_argument("--out-json", type=Path, default=None, help="report JSON (default: beside predictions)")
     p.add_argument("--out-md", type=Path, default=None, help="report Markdown (default: beside predictions)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.mode != "classifier4" and args.mllm is None:
+        p.error(f"--mllm is required in mode {args.mode}")
+    if args.mode == "classifier4" and args.encoder not in (None, "sefar"):
+        p.error("--mode classifier4 needs the SeFAR encoder (its classifier head)")
+    return args
 
 
 def predict(chat: VideoChat, features: torch.Tensor, question: Any, mode: str) -> Prediction:
@@ -92,6 +122,64 @@ def predict(chat: VideoChat, features: torch.Tensor, question: Any, mode: str) -
         return Prediction(question.question_id, text=text)
     mc = chat.answer_mc(features, question)
     return Prediction(question.question_id, text, tuple(mc.option_scores), tuple(mc.option_token_counts))
+
+
+def classifier_probabilities(
+    predictor: Predictor, entries: list[ListEntry], progress: bool
+) -> dict[str, list[float]]:
+    """Class probabilities of every decodable clip of ``entries`` (clip id → [K])."""
+    probabilities = {}
+    clips = [ClipInput(e.path) for e in entries]
+    for entry, result in zip(entries, predictor.predict_many(clips, progress=progress), strict=True):
+        if isinstance(result, PredictionFailure):  # counted as missing by the evaluator, like the MLLM modes
+            print(f"warning: {result.path}: {result.error}", file=sys.stderr)
+            continue
+        row = [0.0] * predictor.num_classes
+        for element in result.top_k:  # top_k = every class (see run_classifier4)
+            row[element.label] = element.probability
+        probabilities[clip_id_of(entry.raw_path)] = row
+    return probabilities
+
+
+def run_classifier4(
+    args: argparse.Namespace, questions: list[Any], entries: list[ListEntry]
+) -> dict[str, Any]:
+    """Mode classifier4: the SeFAR encoder's classifier restricted to each question's element options."""
+    started = time.perf_counter()
+    encoder = SeFAREncoder.from_pretrained(args.weights)
+    predictor = Predictor(encoder, device=args.device, top_k=encoder.config.num_classes)
+    answerable = answerable_questions(questions, predictor.class_names)
+    wanted = {q.video for q in answerable}
+    probabilities = classifier_probabilities(
+        predictor, [e for e in entries if clip_id_of(e.raw_path) in wanted], not args.no_progress
+    )
+    predictions, answerable = classifier_predictions(answerable, probabilities, predictor.class_names)
+    write_predictions(args.out_predictions, predictions)
+    hierarchy = load_hierarchy(args.categories) if args.categories else None
+    labels = {clip_id_of(e.raw_path): e.label for e in entries}
+    result = score(answerable, predictions, hierarchy, labels if hierarchy else None)
+    seconds = time.perf_counter() - started
+    result["run"] = {
+        "mode": "classifier4",
+        "questions_file": str(args.questions),
+        "encoder": {"name": "sefar", "weights": str(args.weights)},
+        "answerable_questions": len(answerable),
+        "not_element_options": len(questions) - len(answerable),
+        "device": str(args.device),
+        "seconds": round(seconds, 3),
+        "seconds_per_question": round(seconds / max(1, len(predictions)), 4),
+    }
+    return result
+
+
+def write_report(args: argparse.Namespace, result: dict[str, Any], title: str) -> None:
+    stem = args.out_predictions.with_suffix("")
+    out_json = args.out_json or stem.with_name(stem.name + "_report.json")
+    out_md = args.out_md or stem.with_name(stem.name + "_report.md")
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(result, indent=2) + "\n")
+    out_md.parent.mkdir(parents=True, exist_ok=True)
+    out_md.write_text(report_to_markdown(result, title=title))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -106,6 +194,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise ListFileError(
             f"{args.list}: {len(unknown)} question clip(s) are not listed, e.g. {unknown[:3]}"
         )
+    if args.mode == "classifier4":
+        result = run_classifier4(args, questions, entries)
+        write_report(args, result, f"Gym-QA: SeFAR classifier {args.weights} (classifier4)")
+        return result
     options = parse_overrides(args.encoder_option) if args.encoder_option is not None else None
     chat = VideoChat.from_pretrained(
         args.mllm,
@@ -116,8 +208,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         load_in_4bit=args.load_in_4bit or None,
         generation=GenerationOptions(max_new_tokens=args.max_new_tokens),
         score_target=args.score_target,
+        trust_remote_code=args.trust_remote_code,
     )
-    report = build_feature_cache(chat.encoder, args.list, args.cache_root, progress=not args.no_progress)
+    report = build_feature_cache(
+        chat.encoder,
+        args.list,
+        args.cache_root,
+        on_bad_sample=args.on_bad_sample,
+        progress=not args.no_progress,
+    )
     cache = FeatureCache(report.directory, fingerprint=chat.model.encoder_fingerprint or None)
     load_seconds = time.perf_counter() - started
 
@@ -129,6 +228,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             continue
         predictions.append(predict(chat, cache.get([question.video]), question, args.mode))
     answer_seconds = time.perf_counter() - started_answering
+    without = sorted({q.question_id for q in asked if q.video not in cache})
+    if without:
+        print(
+            f"warning: {len(without)} question(s) about clips without features count as wrong "
+            f"(skipped while caching: {sorted({q.video for q in asked if q.video not in cache})[:3]})",
+            file=sys.stderr,
+        )
     write_predictions(args.out_predictions, predictions)
 
     hierarchy = load_hierarchy(args.categories) if args.categories else None
@@ -146,14 +252,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "load_seconds": round(load_seconds, 3),
         "answer_seconds": round(answer_seconds, 3),
         "seconds_per_question": round(answer_seconds / max(1, len(predictions)), 4),
+        "questions_without_features": without,
     }
-    stem = args.out_predictions.with_suffix("")
-    out_json = args.out_json or stem.with_name(stem.name + "_report.json")
-    out_md = args.out_md or stem.with_name(stem.name + "_report.md")
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(result, indent=2) + "\n")
-    out_md.parent.mkdir(parents=True, exist_ok=True)
-    out_md.write_text(report_to_markdown(result, title=f"Gym-QA: {args.mllm} ({args.mode})"))
+    write_report(args, result, f"Gym-QA: {args.mllm} ({args.mode})")
     return result
 
 
@@ -169,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         ListFileError,
         QuestionFormatError,
         StaleCacheError,
+        DecodeError,
+        EncodingError,
+        TokenizerLoadError,
     ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -140,6 +140,11 @@ PRESETS: dict[str, Preset] = {
         pretrain_clips=120,
         imbalance=0.4,
     ),
+    # scripts/quickstart.py: the tiny preset's 12 elements (forward/backward, twist and turn pairs) with
+    # enough clips for the semi-supervised encoder and the MLLM stages to learn in a few CPU minutes
+    "quickstart": Preset(
+        "quickstart", _TINY, pool_per_class=30, val_per_class=4, test_per_class=8, pretrain_clips=96
+    ),
     "bench": Preset(
         "bench",
         tuple(e.glabel for e in CATALOGUE),

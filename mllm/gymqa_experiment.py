@@ -1,0 +1,426 @@
+"""One Gym-QA comparison run: a video encoder's features → MLLM stage A → stage B → Gym-QA accuracy.
+
+    job = GymQAJob(encoder="sefar", weights="runs/quickstart/encoder", data_root="data/synthgym-quickstart",
+                   llm="runs/quickstart/tiny_llm", questions="runs/quickstart/gymqa/test.json",
+                   config="configs/mllm/quickstart.yaml", out_dir="runs/quickstart/mllm_sefar", seed=0)
+    result = run_job(job)                        # resumable; result.json in out_dir
+    result["accuracy"]["likelihood"]             # % of the test questions
+
+The steps, each one an existing entry point (library code owns no training loop, STYLE.md), each with one
+output; a step is skipped when its output exists, unless ``force``::
+
+    features     mllm.feature_cache over the labeled train, val and test clips       features.json
+    align        scripts/train_mllm.py --stage align     (projector; LLM frozen)      align/metrics.json
+    instruct     scripts/train_mllm.py --stage instruct  (projector + LoRA)           instruct/metrics.json
+    eval         scripts/eval_mllm_gymqa.py --mode both  (generate + likelihood)      eval/report.json
+    classifier4  scripts/eval_mllm_gymqa.py --mode classifier4 (sefar encoders only)  classifier4/report.json
+    ──► result.json: accuracy per mode (%), per answer type, stage metrics, seconds per step
+
+``job.json`` records what the outputs were made from (encoder fingerprint, data root, LLM, seed, the
+stage config's content and overrides, the question file's hash). When any of it changes, the outputs
+are stale: the job folder is emptied and every step runs again (the reason is printed).
+
+``seed`` seeds stage A/B (initialisation, data order, dropout); the encoder and the questions stay the
+same, so seeds measure the MLLM training's variance. The stage config (``configs/mllm/*.yaml``) gives
+every training setting, including ``data.label_rate`` and the question types; its ``data.root``,
+``llm``, ``features`` and output folders are set from the job.
+
+Accuracy modes (``MODES``): ``generate`` — greedy answer text, letter extracted (evaluator mode
+``text``); ``likelihood`` — lowest summed option NLL (``nll_sum``); ``classifier4`` — the SeFAR
+encoder's own classifier restricted to the options' classes, on the questions whose options are element
+names (``gym_qa.classifier_answerer``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import io
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
+
+STEPS: tuple[str, ...] = ("features", "align", "instruct", "eval", "classifier4")
+# accuracy mode -> (step whose report holds it, the evaluator's mode key in that report)
+MODES: dict[str, tuple[str, str]] = {
+    "generate": ("eval", "text"),
+    "likelihood": ("eval", "nll_sum"),
+    "classifier4": ("classifier4", "nll_sum"),
+}
+RESULT_FILE = "result.json"
+JOB_FILE = "job.json"
+
+
+class ExperimentError(RuntimeError):
+    """A step failed; the message names the step and the entry point's error output or exit code."""
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` of this checkout as a module (scripts are entry points, not a package)."""
+    key = f"sefar_scripts.{name}"
+    if key not in sys.modules:
+        path = SCRIPTS / f"{name}.py"
+        if not path.is_file():
+            raise ExperimentError(f"{path} not found: the experiment runner needs a source checkout")
+        spec = importlib.util.spec_from_file_location(key, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
+
+def call_main(script: str, argv: list[str]) -> None:
+    """Run ``scripts/<script>.py``'s ``main(argv)`` in this process; a non-zero exit code raises (a
+    ``main`` that returns its summary instead of a code, as make_synthgym's, raises on errors itself)."""
+    code = load_script(script).main(argv)
+    if isinstance(code, int) and code != 0:
+        raise ExperimentError(f"scripts/{script}.py {' '.join(argv)} exited with code {code}")
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@dataclass
+class GymQAJob:
+    """One (encoder, seed) run of the Gym-QA comparison."""
+
+    encoder: str  # mllm.encoders.ENCODERS name: sefar, framepool, clip, eva
+    weights: str  # encoder checkpoint directory / file, or hub id
+    data_root: str  # data set folder (splits/<rate>/train.csv, val.csv, test.csv, categories)
+    llm: str  # LLM directory (the tiny LLM) or hub id
+    questions: str  # Gym-QA JSON of the test clips (the same file for every encoder compared)
+    config: str  # stage config YAML (configs/mllm/...): both stages' settings
+    out_dir: str  # job folder
+    seed: int = 0  # stage A/B seed
+    cache_root: str = "data/features"  # feature cache root (shared by jobs: one folder per encoder)
+    encoder_options: dict[str, Any] = field(default_factory=dict)  # builder options of the encoder
+    overrides: list[str] = field(default_factory=list)  # extra train_mllm key=value overrides
+    max_new_tokens: int = 48  # generate mode: answer length bound
+    progress: bool = True
+
+    @property
+    def path(self) -> Path:
+        return Path(self.out_dir)
+
+
+def stage_config(job: GymQAJob) -> Any:
+    """The resolved ``train_mllm`` config of the job (stage A section; both sections are in it)."""
+    train = load_script("train_mllm")
+    return train.load_config(train.TrainConfig, job.config, train_overrides(job))
+
+
+def train_overrides(job: GymQAJob) -> list[str]:
+    """The ``train_mllm.py`` overrides that point the stage config at this job."""
+    out = job.path
+    options = json.dumps(job.encoder_options)  # JSON is YAML: parsed back by the override parser
+    return [
+        f"seed={job.seed}",
+        f"llm.name_or_path={job.llm}",
+        f"features.encoder={job.encoder}",
+        f"features.weights={job.weights}",
+        f"features.options={options}",
+        f"features.cache_root={job.cache_root}",
+        f"data.root={job.data_root}",
+        f"align.out_dir={out / 'align'}",
+        f"instruct.out_dir={out / 'instruct'}",
+        f"instruct.init_from={out / 'align' / 'mllm'}",
+        f"progress={str(job.progress).lower()}",
+        *job.overrides,
+    ]
+
+
+def split_lists(data_root: str | Path, label_rate: int) -> dict[str, Path]:
+    """The labeled train list of ``label_rate`` and the val/test lists of a data set folder."""
+    root = Path(data_root)
+    lists = {
+        "train": root / "splits" / str(label_rate) / "train.csv",
+        "val": root / "val.csv",
+        "test": root / "test.csv",
+    }
+    for name, path in lists.items():
+        if not path.is_file():
+            raise ExperimentError(
+                f"{path}: {name} list not found (data root {root}, label rate {label_rate})"
+            )
+    return lists
+
+
+def local_files_state(path: str | Path) -> dict[str, list[int]] | None:
+    """Size and modification time of each file of a local model folder (None for a hub id): a rebuilt
+    model changes it without hashing gigabytes."""
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    return {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(path.iterdir()) if f.is_file()}
+
+
+def job_inputs(job: GymQAJob, fingerprint: str) -> dict[str, Any]:
+    """What the job's outputs depend on (compared with the recorded ``job.json``)."""
+    return {
+        "encoder": job.encoder,
+        "encoder_fingerprint": fingerprint,
+        "encoder_options": job.encoder_options,
+        "data_root": str(Path(job.data_root).resolve()),
+        "llm": job.llm,
+        "llm_files": local_files_state(job.llm),
+        "seed": job.seed,
+        "config": str(job.config),
+        "config_sha256": file_sha256(job.config),
+        "overrides": list(job.overrides),
+        "questions_sha256": file_sha256(job.questions),
+        "max_new_tokens": job.max_new_tokens,
+    }
+
+
+def step_output(job: GymQAJob, step: str) -> Path:
+    return {
+        "features": job.path / "features.json",
+        "align": job.path / "align" / "metrics.json",
+        "instruct": job.path / "instruct" / "metrics.json",
+        "eval": job.path / "eval" / "report.json",
+        "classifier4": job.path / "classifier4" / "report.json",
+    }[step]
+
+
+def job_steps(job: GymQAJob) -> list[str]:
+    """The steps of ``job``: classifier4 only for SeFAR encoders (the others have no classifier)."""
+    return [s for s in STEPS if s != "classifier4" or job.encoder == "sefar"]
+
+
+def eval_args(job: GymQAJob, mode: str, folder: Path) -> list[str]:
+    args = [
+        "--weights", job.weights, "--encoder", job.encoder, "--questions", job.questions,
+        "--list", str(Path(job.data_root) / "test.csv"), "--categories", job.data_root,
+        "--cache-root", job.cache_root, "--mode", mode,
+        "--out-predictions", str(folder / "predictions.jsonl"),
+        "--out-json", str(folder / "report.json"), "--out-md", str(folder / "report.md"),
+    ]  # fmt: skip
+    if mode != "classifier4":
+        # The job's own builder options, always (also when there are none): what a checkpoint records
+        # as encoder options is the encoder's description, which for framepool holds keys its builder
+        # does not take (architecture, backbone). The fingerprint check still guards the match.
+        options = [f"{k}={json.dumps(v)}" for k, v in job.encoder_options.items()]
+        args += ["--mllm", str(job.path / "instruct" / "mllm"), "--max-new-tokens", str(job.max_new_tokens)]
+        args += ["--encoder-option", *options]
+    if not job.progress:
+        args.append("--no-progress")
+    return args
+
+
+def run_step(job: GymQAJob, step: str, cfg: Any, encoder: Any) -> None:
+    """Run one step (its output does not exist yet)."""
+    if step == "features":
+        from mllm.feature_cache import build_feature_cache
+
+        lists = split_lists(job.data_root, cfg.data.label_rate)
+        report = build_feature_cache(
+            encoder, list(lists.values()), job.cache_root, batch_size=cfg.features.batch_size,
+            num_workers=cfg.features.num_workers, on_bad_sample=cfg.features.on_bad_sample,
+            progress=job.progress,
+        )  # fmt: skip
+        write_json(
+            step_output(job, step), {**report.to_dict(), "lists": {k: str(v) for k, v in lists.items()}}
+        )
+    elif step in ("align", "instruct"):
+        argv = ["--config", job.config, "--stage", step, "--resume", *train_overrides(job)]
+        call_main("train_mllm", argv)
+    elif step == "eval":
+        call_main("eval_mllm_gymqa", eval_args(job, "both", job.path / "eval"))
+    elif step == "classifier4":
+        call_main("eval_mllm_gymqa", eval_args(job, "classifier4", job.path / "classifier4"))
+    else:
+        raise ValueError(f"unknown step {step!r}; steps: {STEPS}")
+    if not step_output(job, step).is_file():
+        raise ExperimentError(f"step {step} finished without writing {step_output(job, step)}")
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temp name + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def prepare_job_dir(job: GymQAJob, inputs: dict[str, Any], force: bool, log: Callable[[str], None]) -> None:
+    """Empty the job folder when forced or when its recorded inputs differ; then record the inputs."""
+    recorded_file = job.path / JOB_FILE
+    recorded = read_json(recorded_file)["inputs"] if recorded_file.is_file() else None
+    reason = "forced" if force else None
+    if recorded is not None and recorded != inputs and reason is None:
+        changed = sorted(k for k in inputs.keys() | recorded.keys() if inputs.get(k) != recorded.get(k))
+        reason = f"inputs changed ({', '.join(changed)})"
+    if reason and job.path.is_dir():
+        log(f"{job.path}: {reason}; running every step again")
+        for child in job.path.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    if reason or recorded is None:
+        write_json(recorded_file, {"job": asdict(job), "inputs": inputs})
+
+
+def run_job(job: GymQAJob, force: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the missing steps of ``job`` (all of them when ``force``) and return its result dict."""
+    from mllm.encoders import build_video_encoder
+
+    cfg = stage_config(job)
+    try:
+        encoder = build_video_encoder(job.encoder, job.weights, **job.encoder_options)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        raise ExperimentError(f"encoder {job.encoder} from {job.weights}: {err}") from None
+    prepare_job_dir(job, job_inputs(job, encoder.fingerprint()), force, log)
+    seconds: dict[str, float | None] = {}
+    for step in job_steps(job):
+        if step_output(job, step).is_file():
+            log(f"[{job.encoder} seed {job.seed}] {step}: done before, skipped ({step_output(job, step)})")
+            seconds[step] = None
+            continue
+        log(f"[{job.encoder} seed {job.seed}] {step} ...")
+        started = time.perf_counter()
+        run_step(job, step, cfg, encoder)
+        seconds[step] = round(time.perf_counter() - started, 2)
+    result = collect_result(job)
+    result["seconds"] = seconds
+    write_json(job.path / RESULT_FILE, result)
+    return result
+
+
+def mode_block(report: dict[str, Any], evaluator_mode: str) -> dict[str, Any]:
+    block = report["modes"].get(evaluator_mode)
+    if block is None:
+        raise ExperimentError(f"report has no mode {evaluator_mode!r} (modes: {sorted(report['modes'])})")
+    return block
+
+
+def percent(block: dict[str, Any]) -> float | None:
+    return None if block["accuracy"] is None else 100 * block["accuracy"]
+
+
+def collect_result(job: GymQAJob) -> dict[str, Any]:
+    """The job's numbers, read from its steps' output files (never recomputed)."""
+    result: dict[str, Any] = {
+        "encoder": job.encoder,
+        "seed": job.seed,
+        "out_dir": str(job.path),
+        "accuracy": {},
+        "correct_total": {},
+        "per_answer_type": {},
+        "reports": {},
+    }
+    for mode, (step, key) in MODES.items():
+        path = step_output(job, step)
+        if step not in job_steps(job):
+            continue
+        report = read_json(path)
+        if report["questions"] == 0:  # classifier4 with no element-name question: nothing to score
+            result["accuracy"][mode], result["correct_total"][mode] = None, [0, 0]
+            result["per_answer_type"][mode], result["reports"][mode] = {}, str(path)
+            continue
+        block = mode_block(report, key)
+        result["accuracy"][mode] = percent(block["overall"])
+        result["correct_total"][mode] = [block["overall"]["correct"], block["overall"]["total"]]
+        result["per_answer_type"][mode] = {t: percent(b) for t, b in block["per_answer_type"].items()}
+        result["reports"][mode] = str(path)
+    for stage in ("align", "instruct"):
+        metrics = read_json(step_output(job, stage))
+        keys = ("steps", "samples", "first_loss", "final_loss", "val_loss", "minutes")
+        result[stage] = {k: metrics.get(k) for k in keys}
+    result["mllm"] = str(job.path / "instruct" / "mllm")
+    return result
+
+
+def make_test_questions(
+    data_root: str | Path, out: str | Path, types: list[str], distractors: str, seed: int = 0
+) -> Path:
+    """The Gym-QA questions about the test clips (``scripts/make_gymqa.py``). Kept when ``out`` was made
+    with the same settings (recorded in ``<out stem>.settings.json``), else written again."""
+    out = Path(out)
+    root = Path(data_root)
+    settings = {
+        "data_root": str(root.resolve()),
+        "types": list(types),
+        "distractors": distractors,
+        "seed": seed,
+    }
+    record = out.with_suffix(".settings.json")
+    if out.is_file() and record.is_file() and read_json(record) == settings:
+        return out
+    argv = [
+        "--list", str(root / "test.csv"), "--categories", str(root), "--out", str(out),
+        "--types", ",".join(types), "--distractors", distractors, "--seed", str(seed),
+        "--dataset", root.name, "--summary-json", str(out.with_suffix(".summary.json")),
+    ]  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):  # the summary goes to --summary-json
+        call_main("make_gymqa", argv)
+    write_json(record, settings)
+    return out
+
+
+def encoder_run_settings(encoder_dir: str | Path) -> dict[str, Any]:
+    """What a SeFAR encoder was trained on, from its run's ``config.yaml`` (``<run>/encoder`` is the
+    export): ``label_rate``, ``data_root`` and ``backbone`` — the frame-pretrained image ViT folder it
+    started from, i.e. the weights of its ``framepool`` baseline (SPEC §4.1). Empty when unknown."""
+    import yaml
+
+    config = Path(encoder_dir).parent / "config.yaml"
+    if not config.is_file():
+        return {}
+    cfg = yaml.safe_load(config.read_text())
+    settings = {"label_rate": cfg["data"]["label_rate"], "data_root": cfg["data"]["root"]}
+    init = cfg.get("init_checkpoint")
+    if init and (Path(init).parent / "config.json").is_file():
+        settings["backbone"] = str(Path(init).parent)
+    return settings
+
+
+def task_corpus(hierarchy: Any, variants: int = 3) -> list[str]:
+    """Text for the tiny LLM's tokenizer and pre-training: captions and multiple-choice lines about the
+    element names (``tiny_llm_corpus``) plus one Gym-QA question of every answer type per class and
+    variant, answered as stage B answers (so set names, apparatus and "how many" stems get word pieces).
+    Uniform over the classes; no clip and no label of any split is used."""
+    from gym_qa.question_generator import (
+        ANSWER_TYPES,
+        Clip,
+        GeneratorConfig,
+        GeneratorError,
+        QuestionGenerator,
+    )
+    from mllm.instruction_data import format_answer
+    from mllm.language_model import tiny_llm_corpus
+
+    lines = tiny_llm_corpus(hierarchy.names)
+    clips = [Clip(video=f"class{label}", label=label) for label in range(hierarchy.num_classes)]
+    for answer_type in ANSWER_TYPES:
+        for seed in range(variants):
+            try:
+                config = GeneratorConfig(types=(answer_type,), seed=seed)
+                questions, _ = QuestionGenerator(hierarchy, config).generate(clips)
+            except GeneratorError:  # e.g. no Qtree for attribute questions, no numeric attribute to count
+                break
+            lines += [f"{q.question} {format_answer(q.answer, q.answer_text)}" for q in questions]
+    return lines
+
+
+def build_task_tiny_llm(data_root: str | Path, out_dir: str | Path, cfg: Any = None) -> dict[str, Any]:
+    """The tiny LLM (Vicuna's CPU stand-in) built on :func:`task_corpus` of a data set's hierarchy;
+    ``cfg`` a :class:`~mllm.language_model.TinyLLMConfig` (default sizes when None)."""
+    from gym_qa.hierarchy import load_hierarchy
+    from mllm.language_model import build_tiny_llm
+
+    summary = build_tiny_llm(task_corpus(load_hierarchy(data_root)), out_dir, cfg)
+    write_json(Path(out_dir) / "build.json", summary)
+    return summary
