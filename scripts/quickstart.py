@@ -340,7 +340,8 @@ def write_report(summary: dict[str, Any], path: Path) -> None:
     total = sum(s["seconds"] for s in summary["stages"].values() if s.get("seconds") is not None)
     labeled = data["sizes"][f"labeled_{enc['label_rate']}"]
     intro = (
-        f"SynthGym `{data['preset']}` (difficulty {data['difficulty']}): {data['classes']} elements, {data['sizes']['train']} train-pool clips "
+        f"SynthGym `{data['preset']}` (difficulty {data['difficulty']}): {data['classes']} elements, "
+        f"{data['sizes']['train']} train-pool clips "
         f"({labeled} labeled at {enc['label_rate']} %), {data['sizes']['val']} val and "
         f"{data['sizes']['test']} test clips. The stages took {total / 60:.1f} min when they ran, on "
         f"{mach['cores']} CPU cores (torch {mach['torch']}); last command `{summary['command']}`."

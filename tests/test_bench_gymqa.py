@@ -42,7 +42,8 @@ def bench_args(mllm_data, tiny_llm_dir, tmp_path):  # noqa: F811
         "--data", str(mllm_data["root"]), "--sefar", str(mllm_data["encoder"]),
         "--framepool", str(write_backbone(tmp_path / "backbone")), "--label-rate", "5",
         "--llm", str(tiny_llm_dir), "--config", str(config), "--runs", str(tmp_path / "runs"),
-        "--cache-root", str(tmp_path / "features"), "--json-out", str(tmp_path / "bench.json"), "--no-progress",
+        "--cache-root", str(tmp_path / "features"), "--json-out", str(tmp_path / "bench.json"),
+        "--no-progress",
         "--max-new-tokens", "6",
     ]  # fmt: skip
 

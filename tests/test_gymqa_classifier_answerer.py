@@ -27,8 +27,8 @@ NAMES = [
 
 
 def question(qid: str, video: str, options: list[str], answer: int, answer_type: str = "what") -> Question:
-    return Question.from_parts("What gymnastics move is this athlete performing?", options, answer, answer_type,
-                               qid, "test", video, 0)  # fmt: skip
+    stem = "What gymnastics move is this athlete performing?"
+    return Question.from_parts(stem, options, answer, answer_type, qid, "test", video, 0)
 
 
 def test_option_scores_are_the_restricted_distribution():

@@ -111,7 +111,8 @@ def test_quickstart_on_synthgym_tiny(synthgym_tiny, tmp_path, capsys):  # noqa: 
     argv = [
         "--out", str(tmp_path / "run"), "--data", str(data), "--cache-root", str(tmp_path / "features"),
         "--preset", "tiny", "--difficulty", "1.0", "--pretrain-config", str(cfg["pretrain"]),
-        "--encoder-config", str(cfg["encoder"]), "--mllm-config", str(cfg["mllm"]), "--micro-llm", "--no-progress",
+        "--encoder-config", str(cfg["encoder"]), "--mllm-config", str(cfg["mllm"]), "--micro-llm",
+        "--no-progress",
     ]  # fmt: skip
     assert quickstart.main(argv) == 0
     run = tmp_path / "run"
