@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -46,6 +44,7 @@ from gym_qa.lists import read_list, write_list
 from mllm.encoders import build_video_encoder
 from mllm.feature_cache import build_feature_cache
 from mllm.language_model import TinyLLMConfig, build_tiny_llm, tiny_llm_corpus
+from sefar_encoder.benchmarking import emit, machine_info
 from sefar_encoder.model.presets import PRESETS as ENCODER_PRESETS
 from sefar_encoder.model.presets import build_encoder
 
@@ -195,21 +194,6 @@ def load_train_mllm() -> Any:
     return sys.modules["train_mllm"]
 
 
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        models = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
-        cpu = models[0] if models else cpu
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "load_avg_1m_at_start": os.getloadavg()[0],
-        "python": platform.python_version(),
-    }
-
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
@@ -273,12 +257,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "data": {"folder": str(data), "origin": origin, "labeled_clips": clips},
         "machine": info,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json_out is not None:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(text + "\n")
-    return result
+    return emit(result, args.json_out)
 
 
 if __name__ == "__main__":

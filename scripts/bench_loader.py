@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import os
-import platform
 import resource
 import statistics
 import sys
@@ -39,6 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from gym_qa.lists import read_list
+from sefar_encoder.benchmarking import emit, machine_info
 from sefar_encoder.dataset import Decoded, SemiSupervisedLoader, SkippedSample, VideoClipDataset, split_paths
 
 
@@ -124,34 +122,13 @@ def measure_interleaved(
     return {name: (clips[name] / wall[name], clips[name] / cpu[name]) for name in names}
 
 
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import av
-    import decord
-
-    return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "load_avg_1m_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "decord": decord.__version__,
-        "av": av.__version__,
-        "python": platform.python_version(),
-    }
-
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    info = machine_info()
+    import av
+    import decord
+
+    info = machine_info(decord=decord.__version__, av=av.__version__)
     paths = split_paths(args.data, args.label_rate)
     lists = {"labeled": read_list(paths.train), "unlabeled": read_list(paths.unlabel)}
     missing = [str(e.path) for entries in lists.values() for e in entries if not e.path.is_file()]
@@ -221,12 +198,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "per_workers": per_workers,
         "machine": info,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json_out is not None:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(text + "\n")
-    return result
+    return emit(result, args.json_out)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,6 @@ rounds. ``teacher_k10_vs_k1.ratio`` = k10 / k1 (target <= 1.05: K samples must c
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -35,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from sefar_encoder.benchmarking import emit, machine_info
 from sefar_encoder.ema import EMATeacher
 from sefar_encoder.methods import MethodConfig, method_views, resolve_method, ssl_step
 from sefar_encoder.model import SeFAREncoder, TubeMix, model_config
@@ -60,25 +58,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json-out", type=Path, default=None, help="also write the JSON here")
     return p.parse_args(argv)
 
-
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "load_avg_1m_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-    }
 
 
 def make_batch(cfg, b_l: int, b_u: int, gen: torch.Generator) -> tuple[dict, dict]:
@@ -179,12 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "runs_s_per_step": {n: [round(x, 4) for x in v] for n, v in times.items()},
         "machine": info,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json_out is not None:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(text + "\n")
-    return result
+    return emit(result, args.json_out)
 
 
 if __name__ == "__main__":
