@@ -48,7 +48,7 @@ from tqdm import tqdm
 from gym_qa.lists import ListEntry, ListFileError, read_list
 from mllm.encoders.base import VideoEncoder
 from sefar_encoder.dataset import BadSamplePolicy, SkippedSample, collate_clips
-from sefar_encoder.decoding import Backend, DecodeError
+from sefar_encoder.decoding import Backend
 
 INDEX_FORMAT = "mllm.feature_cache/1"
 INDEX_NAME = "index.json"
@@ -106,10 +106,9 @@ def encode_entries(
     """Decode, preprocess (the data path's eval pipeline for ``encoder.preprocess``) and encode clips.
 
     The features a cache stores and what an on-the-fly evaluation computes both come from here.
-    Loading does not touch the caller's torch RNG: the data path draws a per-clip seed from it (eval
-    decoding ignores it) and DataLoader a base seed, so each batch is fetched under ``fork_rng`` and
-    the loader has its own generator; a training run's random stream is the same with or without a
-    cache build before it.
+    Loading does not touch the caller's torch RNG (eval decoding draws nothing from it and the loader
+    has its own generator): a training run's random stream is the same with or without a cache build
+    before it.
     """
     entries = list(entries)
     dataset = encoder.preprocess.eval_dataset(entries, backend=backend, on_bad_sample=on_bad_sample)
@@ -122,14 +121,8 @@ def encode_entries(
         generator=torch.Generator().manual_seed(0),  # worker seeds; eval decoding draws nothing from them
     )
     bar = tqdm(total=len(entries), desc=desc, disable=not progress, unit="clip")
-    with torch.random.fork_rng(devices=[]):
-        batches = iter(loader)
     try:
-        while True:
-            with torch.random.fork_rng(devices=[]), _one_line_decode_errors():  # caller's RNG untouched
-                batch = next(batches, None)
-            if batch is None:
-                break
+        for batch in loader:
             kept = [entries[i] for i in batch["index"].tolist()]
             skipped = [(entries[i], reason) for i, reason in batch["skip_reasons"].items()]
             bar.update(len(kept) + len(skipped))
@@ -151,19 +144,6 @@ def encode_entries(
             yield EncodedBatch(kept, tokens, skipped)
     finally:
         bar.close()
-
-
-@contextmanager
-def _one_line_decode_errors() -> Iterator[None]:
-    """A DataLoader worker re-raises a DecodeError with the worker's whole traceback as its text: keep
-    its last line (``<clip>: cannot decode video (...)``), so scripts print one line naming the clip."""
-    try:
-        yield
-    except DecodeError as err:
-        lines = str(err).strip().splitlines()
-        if len(lines) < 2:
-            raise
-        raise DecodeError(lines[-1].split("DecodeError: ", 1)[-1]) from None
 
 
 # ---- the cache on disk --------------------------------------------------------------------------
