@@ -46,7 +46,6 @@ import argparse
 import dataclasses
 import json
 import math
-import shutil
 import signal
 import statistics
 import sys
@@ -103,6 +102,7 @@ from sefar_encoder.checkpoint import (
     load_checkpoint,
     prefixed,
     prune_checkpoints,
+    remove_temporaries,
     save_checkpoint,
     unflatten_optimizer,
     unprefixed,
@@ -457,18 +457,6 @@ def restore_run_checkpoint(ctx: dict[str, Any], path: Path) -> RunState:
     return RunState(**{f.name: payload.get(f.name, f.default) for f in dataclasses.fields(RunState)})
 
 
-def clean_run_dir(run_dir: Path) -> list[Path]:
-    """Remove what interrupted atomic writes left anywhere in the run folder (``*.tmp`` files and folders
-    of ``save_config``, ``write_questions`` and ``save_pretrained``; ``.tmp-*`` of the checkpoints and of
-    ``metrics.jsonl``). Only called on --resume, when no writer of this run is alive."""
-    removed = []
-    for p in sorted(run_dir.rglob("*"), key=lambda q: len(q.parts)):  # parents first
-        if p.exists() and (p.name.endswith(".tmp") or (p.name.startswith(".") and ".tmp-" in p.name)):
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-            removed.append(p)
-    return removed
-
-
 def read_history(metrics_file: Path) -> list[dict[str, Any]]:
     """The lines of ``metrics.jsonl``; a truncated last line (a kill mid-write) is dropped, any other bad
     line is an error naming it."""
@@ -597,7 +585,7 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     state = RunState()
     if resume:
         if acc.is_main_process:
-            for p in clean_stale(run_dir) + clean_run_dir(run_dir):
+            for p in clean_stale(run_dir) + remove_temporaries(run_dir):
                 print(f"removed stale temporary file {p}")
         acc.wait_for_everyone()
         ckpt = latest_checkpoint(run_dir)

@@ -128,6 +128,20 @@ def clean_stale(run_dir: str | Path) -> list[Path]:
     return removed
 
 
+def remove_temporaries(run_dir: str | Path) -> list[Path]:
+    """Remove what interrupted atomic writes left anywhere under ``run_dir``: ``*.tmp`` files and folders
+    and hidden ``.*.tmp-*`` / ``.*.old-*`` ones; returns what was removed. Call it only when no writer of
+    the run is alive (on resume), after :func:`clean_stale` and after restoring any export caught between
+    its two renames."""
+    removed = []
+    for p in sorted(Path(run_dir).rglob("*"), key=lambda q: len(q.parts)):  # parents first
+        hidden_tmp = p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name)
+        if p.exists() and (hidden_tmp or p.name.endswith(".tmp")):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            removed.append(p)
+    return removed
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest complete checkpoint directory of a run, or None."""
     root = Path(run_dir) / "checkpoints"

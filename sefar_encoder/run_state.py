@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from sefar_encoder.checkpoint import (
     load_checkpoint,
     prefixed,
     prune_checkpoints,
+    remove_temporaries,
     save_checkpoint,
     unflatten_optimizer,
     unprefixed,
@@ -138,12 +138,7 @@ def clean_run_dir(run_dir: Path) -> list[Path]:
     old_exports = sorted(p for p in run_dir.iterdir() if p.is_dir() and p.name.startswith(".encoder.old-"))
     if old_exports and not (run_dir / "encoder").exists():
         old_exports.pop(0).rename(run_dir / "encoder")  # the one complete folder of its kind
-    for p in run_dir.iterdir():
-        hidden_tmp = p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name)
-        if hidden_tmp or p.name.endswith(".tmp"):
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-            removed.append(p)
-    return removed
+    return removed + remove_temporaries(run_dir)
 
 
 def write_history(run_dir: Path, state: RunState) -> None:
