@@ -13,8 +13,9 @@ Shape notation: N video tokens per clip, D_enc encoder width.
     chat.answer_mc("clip.mp4", question)          # a gym_qa Question or its JSON record -> MCAnswer
 
 The encoder must be the one whose features trained the MLLM: its fingerprint (weights, token options,
-preprocessing) is checked against the checkpoint's. Its name and token options default to what the
-checkpoint's ``instruction.json`` recorded, so ``encoder_weights`` is usually all that is needed.
+preprocessing) is checked against the checkpoint's. Its name and builder options (token options, frames
+per clip, ...) default to the encoder description the checkpoint's ``instruction.json`` recorded (rebuilt
+by :func:`mllm.encoders.builder_options`), so ``encoder_weights`` is usually all that is needed.
 Wherever a clip is expected, precomputed tokens ``[1, N, D_enc]`` (e.g. from the feature cache) may be
 given instead of a path.
 """
@@ -34,7 +35,7 @@ from transformers import PreTrainedTokenizerBase
 from gym_qa.lists import ListEntry
 from gym_qa.questions import OPTION_LETTERS, RECORD_FIELDS, Question, split_options
 from gym_qa.scoring import Prediction
-from mllm.encoders import VideoEncoder, build_video_encoder
+from mllm.encoders import VideoEncoder, build_video_encoder, builder_options
 from mllm.feature_cache import encode_entries
 from mllm.generation import GenerationOptions, generate_answer
 from mllm.instruction_data import SCORE_TARGETS, read_instruction_meta
@@ -123,7 +124,9 @@ class VideoChat:
         trust_remote_code: bool = False,
     ) -> VideoChat:
         """Load an MLLM checkpoint (``MultimodalModel.save_pretrained`` + ``instruction.json``) and, when
-        ``encoder_weights`` is given, its video encoder (name/options from the checkpoint unless given).
+        ``encoder_weights`` is given, its video encoder: name and builder options from the checkpoint's
+        encoder description unless given (``encoder_options`` replace the recorded ones; another
+        ``encoder_name`` than the recorded one starts from no options).
 
         Raises :class:`EncoderMismatchError` when the encoder's fingerprint differs from the one the
         MLLM was trained with. ``trust_remote_code`` (off) lets a hub LLM run its own code.
@@ -139,7 +142,12 @@ class VideoChat:
         if encoder_weights is not None:
             described = meta.get("encoder", {})
             name = encoder_name or described.get("name", "sefar")
-            options = dict(encoder_options) if encoder_options is not None else described.get("options", {})
+            if encoder_options is not None:
+                options = dict(encoder_options)
+            elif described.get("name") == name:
+                options = builder_options(described)  # what the MLLM's features were computed with
+            else:
+                options = {}
             encoder = build_video_encoder(name, encoder_weights, **options).to(device)
             check_encoder(encoder, model)
         num_video_tokens = meta.get("num_video_tokens") or (encoder.num_tokens if encoder else None)

@@ -24,6 +24,9 @@ What a visitor can reach, and why:
 - Only video files: an upload must start like a video container (MP4/MOV, Matroska/WebM, AVI, MPEG-PS;
   :func:`video_container` reads its first bytes before any decoder opens it, so images, HLS playlists,
   ffconcat lists and other inputs that ffmpeg would also read are turned away).
+- The upload/cache folder is bounded in time: gradio's ``delete_cache`` removes uploads and the images the
+  app made once older than ``DemoLimits.delete_after_s`` (a later request about a deleted clip asks for
+  it again); the whole folder goes at shutdown (:meth:`AppDirs.cleanup`).
 - Uploads are bounded by ``max_file_size`` (enforced while receiving), clips by duration and frame size
   (read from the container header before anything is decoded); the queue is bounded and the encoder and
   the LLM run with small concurrency limits, so a burst of requests waits instead of exhausting memory.
@@ -84,10 +87,15 @@ class DemoLimits:
     concurrency: int = 2  # encoder predictions running at once
     chat_concurrency: int = 1  # LLM generations / quiz answers running at once
     history_turns: int = 2  # earlier exchanges about the same clip given to the LLM
+    delete_after_s: int = 3600  # uploads and generated files older than this are deleted (0: at shutdown)
 
     def __post_init__(self) -> None:
         if self.max_file_mb <= 0 or self.max_duration_s <= 0 or self.max_side <= 0:
             raise ValueError("max_file_mb, max_duration_s and max_side must be positive")
+        if self.delete_after_s < 0:
+            raise ValueError(
+                f"delete_after_s must be >= 0 (0: keep files until shutdown), got {self.delete_after_s}"
+            )
         if self.queue_size < 20:
             raise ValueError(f"queue_size must be >= 20, got {self.queue_size}")
         if not 1 <= self.concurrency < self.queue_size or not 1 <= self.chat_concurrency < self.queue_size:
@@ -96,6 +104,13 @@ class DemoLimits:
     @property
     def max_file_bytes(self) -> int:
         return int(self.max_file_mb * 1_000_000)
+
+    @property
+    def delete_cache(self) -> tuple[int, int] | None:
+        """gradio's ``(frequency, age)`` in seconds: every min(10 min, age / 2), files older than
+        ``delete_after_s`` are deleted (a file lives at most 1.5 x the age); None: never."""
+        age = int(self.delete_after_s)
+        return (max(1, min(600, age // 2)), age) if age else None
 
 
 @dataclass(frozen=True)
@@ -492,7 +507,11 @@ def build_demo(
     limits = limits or DemoLimits()
     h = DemoHandlers(predictor, chat, examples, limits, questions)
     views = " + ".join(str(v) for v in predictor.views)
-    with gr.Blocks(title="SeFAR demo: fine-grained gymnastics", analytics_enabled=False) as demo:
+    with gr.Blocks(
+        title="SeFAR demo: fine-grained gymnastics",
+        analytics_enabled=False,
+        delete_cache=limits.delete_cache,  # the upload folder does not grow without bound
+    ) as demo:
         gr.Markdown(
             "# SeFAR: fine-grained gymnastics elements\n"
             f"Upload a clip (up to {limits.max_file_mb:g} MB and {limits.max_duration_s:g} s) or pick an "

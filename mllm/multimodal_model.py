@@ -16,13 +16,21 @@ Checkpoint directory (:meth:`MultimodalModel.save_pretrained`) holds the trainab
     mllm_config.json       options (LLM path or hub id, projector, LoRA), video placeholder id, encoder fingerprint
     projector.safetensors  projector weights
     adapter/               peft adapter (adapter_config.json + adapter_model.safetensors), when LoRA is on
+
+Saving again over a checkpoint swaps ``adapter/`` by renames (new one written to ``.adapter.tmp-*/``, old
+one renamed aside to ``.adapter.old-*/``, new one renamed in, aside deleted), before the projector and the
+config are replaced: a kill at any point leaves a complete adapter; one between the two renames leaves it
+only as the aside copy (``adapter/`` missing), which :meth:`MultimodalModel.from_pretrained` renames back
+(the projector and config are then still the old ones too, so the old checkpoint loads whole).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +58,8 @@ CHECKPOINT_VERSION = 1
 CONFIG_FILE = "mllm_config.json"
 PROJECTOR_FILE = "projector.safetensors"
 ADAPTER_DIR = "adapter"
+
+log = logging.getLogger(__name__)
 
 
 class VideoTokenMismatchError(ValueError):
@@ -215,22 +225,19 @@ class MultimodalModel(nn.Module):
     # -- checkpoint --------------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write the trainable parts (projector, adapter) and a JSON config; each file atomically."""
+        """Write the trainable parts (adapter, projector) and then a JSON config; each one atomically
+        (the adapter folder by the rename-aside swap of :func:`_swap_in_adapter`)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        has_adapter = isinstance(self.llm, PeftModel)
+        if has_adapter:
+            _swap_in_adapter(self.llm, directory)
         state = {k: v.detach().contiguous().cpu() for k, v in self.projector.state_dict().items()}
         tmp = directory / (PROJECTOR_FILE + ".tmp")
         save_file(
             state, str(tmp), metadata={"format": CHECKPOINT_FORMAT, "projector": self.config.projector.type}
         )
         os.replace(tmp, directory / PROJECTOR_FILE)
-        has_adapter = isinstance(self.llm, PeftModel)
-        if has_adapter:
-            tmp_dir = directory / (ADAPTER_DIR + ".tmp")
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-            save_adapter(self.llm, tmp_dir)
-            shutil.rmtree(directory / ADAPTER_DIR, ignore_errors=True)
-            os.replace(tmp_dir, directory / ADAPTER_DIR)
         cfg = asdict(self.config)
         llm_path = Path(cfg["llm"]["name_or_path"])
         if llm_path.is_dir():  # a local base model: absolute, so the checkpoint loads from any cwd
@@ -288,7 +295,7 @@ class MultimodalModel(nn.Module):
                     use_gradient_checkpointing=cfg.llm.gradient_checkpointing,
                     gradient_checkpointing_kwargs={"use_reentrant": False},
                 )
-            llm = load_adapter(llm, directory / meta["adapter"], trainable=llm_trainable)
+            llm = load_adapter(llm, _adapter_dir(directory, meta["adapter"]), trainable=llm_trainable)
         projector = build_projector(cfg.projector.type, cfg.projector.in_dim, cfg.projector.out_dim)
         projector.load_state_dict(load_file(str(directory / PROJECTOR_FILE)))  # strict: keys must match
         model = cls(
@@ -301,6 +308,65 @@ class MultimodalModel(nn.Module):
         model.projector.to(model.device)
         model.set_trainable(projector=projector_trainable, llm=llm_trainable)
         return model
+
+
+def _swap_in_adapter(llm: PeftModel, directory: Path) -> None:
+    """Replace ``directory/adapter`` by ``llm``'s adapter: write the new one to a temporary folder, rename
+    the old one aside, rename the new one in, delete the aside (the pattern of
+    ``SeFAREncoder.save_pretrained``). A kill never loses the old adapter: between the two renames it
+    waits aside, and :func:`_adapter_dir` renames it back when the checkpoint is loaded."""
+    final = directory / ADAPTER_DIR
+    for leftover in _hidden_siblings(directory, "tmp"):  # a killed save's partial writes
+        shutil.rmtree(leftover, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{ADAPTER_DIR}.tmp-", dir=directory))
+    try:
+        save_adapter(llm, tmp)
+        if final.exists():
+            # Asides next to a complete adapter are stale (a save killed after its rename-in): drop them,
+            # so that a missing adapter/ never has more than one aside to be recovered from.
+            for stale in _hidden_siblings(directory, "old"):
+                shutil.rmtree(stale)
+            aside = Path(tempfile.mkdtemp(prefix=f".{ADAPTER_DIR}.old-", dir=directory))
+            aside.rmdir()  # a free unique name: rename() takes a path that does not exist
+            os.replace(final, aside)
+        # else a save killed between its two renames left the complete old adapter aside: it stays there
+        # (recoverable) until the new one is in place.
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in _hidden_siblings(directory, "old"):
+        shutil.rmtree(old)
+
+
+def _adapter_dir(directory: Path, name: str) -> Path:
+    """``directory/name``; when a save was killed between its two renames, only the aside copy (the old
+    checkpoint's complete adapter) exists: it is renamed back into place (read in place if the folder is
+    read-only)."""
+    final = directory / name
+    if final.is_dir():
+        return final
+    asides = _hidden_siblings(directory, "old", name)
+    if not asides:
+        raise FileNotFoundError(
+            f"{directory / CONFIG_FILE} names the adapter folder {name!r}, missing in {directory}"
+        )
+    if len(asides) > 1:
+        raise FileNotFoundError(
+            f"{final} is missing and several aside copies exist ({[a.name for a in asides]}); keep the right "
+            f"one, rename it to {name!r}"
+        )
+    log.warning("%s: a save was interrupted; recovering the adapter from %s", directory, asides[0].name)
+    try:
+        os.replace(asides[0], final)
+    except OSError:
+        return asides[0]
+    return final
+
+
+def _hidden_siblings(directory: Path, kind: str, name: str = ADAPTER_DIR) -> list[Path]:
+    """The ``.<name>.<kind>-*`` folders (kind ``tmp``: partial writes, ``old``: renamed-aside copies)."""
+    return sorted(p for p in directory.glob(f".{name}.{kind}-*") if p.is_dir())
 
 
 def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:

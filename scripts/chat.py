@@ -5,9 +5,11 @@
     python scripts/chat.py ... --video clip.mp4 --mc "What gymnastics move ...? A.x B.y C.z D.w"
 
 --encoder is the video encoder's checkpoint (the one the MLLM was trained on: checked by fingerprint);
-its kind and token options come from the MLLM checkpoint unless --encoder-name / --encoder-option say
-otherwise. --mc answers a multiple-choice question by option likelihood and prints the letter and the
-per-option NLLs instead of generating. Several questions are asked in turn, as one conversation.
+its kind and builder options (token options, frames per clip) come from the MLLM checkpoint unless
+--encoder-name / --encoder-option say otherwise. --mc answers a multiple-choice question by option
+likelihood and prints the letter and the per-option NLLs instead of generating. Several questions are
+asked in turn, as one conversation. --trust-remote-code (off by default) lets a hub LLM run the
+modelling/tokenizer code shipped with it: only for checkpoints you trust.
 
 Exit codes: 0 done; 2 bad input (missing file, encoder mismatch, undecodable video).
 """
@@ -46,6 +48,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=None, help="sampling seed")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     p.add_argument("--load-in-4bit", action="store_true", help="load the base LLM in 4 bit (CUDA)")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run modelling/tokenizer code shipped with a hub LLM (off by default: only for checkpoints "
+        "you trust)",
+    )
     return p.parse_args(argv)
 
 
@@ -67,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             load_in_4bit=args.load_in_4bit or None,
             generation=generation,
+            trust_remote_code=args.trust_remote_code,
         )
         history: list[Turn] = []
         for question in args.questions:

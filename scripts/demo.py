@@ -8,16 +8,20 @@ elements with set and event; chat with the video MLLM about the clip; a Gym-QA q
 Then open http://127.0.0.1:7860. The server binds 127.0.0.1 unless --host says otherwise; --share
 (a public gradio.live link) only when asked. Uploads must be video files (MP4/MOV, MKV/WebM, AVI,
 MPEG-PS, recognised by their first bytes) within --max-file-mb (50), --max-duration (60 s) and
---max-side (4096 px); --queue-size (>= 20) requests may wait, --concurrency of them run at once.
+--max-side (4096 px); --queue-size (>= 20) requests may wait, --concurrency of them run at once. Uploads
+and the images the app makes are deleted once older than --delete-after (3600 s; checked every
+min(600 s, half of it); 0 keeps them until shutdown), so the upload folder does not grow without bound:
+a visitor whose clip was deleted is asked to upload it again. Everything is removed at shutdown.
 
 --encoder: a SeFAR encoder checkpoint (``save_pretrained`` directory; its hierarchy.json gives sets and
 events). --mllm: an MLLM checkpoint (``<stage B run>/mllm``); its video encoder's weights are --encoder
 unless --mllm-encoder names others (the MLLM checks the encoder's fingerprint). Without --mllm the
 quickstart's MLLM is used if it exists, else the chat panel says the MLLM is not loaded (--no-mllm: never
-load it). --examples: a list file (``<path> <label>``: the labels are the truth shown for examples) or a
-folder of clips; default: the test list of the data set the encoder was trained on (read from the run's
-config.yaml), if found. The example clips are copied into the app's private folder, the only folder
-besides its upload folder that the app serves files from.
+load it). --trust-remote-code (off by default) lets a hub LLM run the modelling/tokenizer code shipped
+with it: only for checkpoints you trust. --examples: a list file (``<path> <label>``: the labels are the
+truth shown for examples) or a folder of clips; default: the test list of the data set the encoder was
+trained on (read from the run's config.yaml), if found. The example clips are copied into the app's
+private folder, the only folder besides its upload folder that the app serves files from.
 
 Exit codes: 0 after a normal shutdown (Ctrl-C); 1 usage or model error (missing checkpoint, encoder
 mismatch, bad examples or questions file).
@@ -77,8 +81,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-side", type=int, default=4096, help="largest frame width or height (pixels)")
     p.add_argument("--queue-size", type=int, default=32, help="requests allowed to wait (>= 20)")
     p.add_argument("--concurrency", type=int, default=2, help="encoder predictions running at once")
+    p.add_argument(
+        "--delete-after",
+        type=int,
+        default=DemoLimits.delete_after_s,
+        metavar="SECONDS",
+        help="delete uploads and generated files older than this, checked every min(600, half of it) s "
+        "(gradio's delete_cache; default: %(default)s; 0: only at shutdown)",
+    )
     p.add_argument("--max-new-tokens", type=int, default=96, help="longest chat answer (tokens)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run modelling/tokenizer code shipped with a hub LLM (off by default: only for checkpoints "
+        "you trust)",
+    )
     return p.parse_args(argv)
 
 
@@ -104,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             max_side=args.max_side,
             queue_size=args.queue_size,
             concurrency=args.concurrency,
+            delete_after_s=args.delete_after,
         )
     except ValueError as err:
         print(f"demo: error: {err}", file=sys.stderr)
@@ -135,6 +154,7 @@ def serve(args: argparse.Namespace, dirs: AppDirs, limits: DemoLimits) -> int:
                 encoder_weights=args.mllm_encoder or args.encoder,
                 device=args.device,
                 generation=GenerationOptions(max_new_tokens=args.max_new_tokens),
+                trust_remote_code=args.trust_remote_code,
             )
         except Exception as err:  # noqa: BLE001 - missing files, encoder mismatch...: a model error
             print(f"demo: error: cannot load the MLLM from {mllm_dir}: {err}", file=sys.stderr)

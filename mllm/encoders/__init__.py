@@ -17,13 +17,23 @@ Every builder takes ``path_or_id`` (local checkpoint or hub id) and keyword opti
 the encoder comes back frozen, in eval mode, on the CPU (move it with ``.to(device)``). Each encoder
 states its input in ``encoder.preprocess`` and hashes weights + options + preprocessing in
 ``encoder.fingerprint()`` (the feature cache's key).
+
+``encoder.describe()`` (written into the feature cache index, and from there into an MLLM checkpoint's
+``instruction.json``) builds the same encoder again from the same weights::
+
+    described = encoder.describe()
+    again = build_video_encoder(described["name"], weights, **builder_options(described))
+    assert again.fingerprint() == encoder.fingerprint()
+
+Every key an encoder writes into its ``options`` is a keyword of its builder (a test holds every encoder
+to it); :func:`builder_options` adds the builder arguments the description holds under ``preprocess``.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .base import FrameEncoder, Preprocess, VideoEncoder, pool_patch_grid
@@ -39,13 +49,44 @@ ENCODERS: dict[str, Callable[..., VideoEncoder]] = {
     "framepool": build_framepool,
 }
 
+# Builder arguments that a description records under "preprocess" (the input), not under "options".
+_FROM_PREPROCESS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+    "num_frames": lambda p: sum(p["views"]),  # frame encoders: one view, in time order
+    "mean": lambda p: tuple(p["mean"]),  # sefar: the normalisation its checkpoint does not record
+    "std": lambda p: tuple(p["std"]),
+}
+
+
+def builder_options(description: Mapping[str, Any]) -> dict[str, Any]:
+    """Builder options that rebuild the encoder ``description`` (:meth:`VideoEncoder.describe`, possibly
+    read back from JSON) came from: its ``options``, plus the arguments of its builder that the
+    description holds under ``preprocess`` (frames per clip, normalisation)."""
+    name = description.get("name")
+    if name not in ENCODERS:
+        raise ValueError(
+            f"the encoder description names an unknown video encoder {name!r}; known: {sorted(ENCODERS)}"
+        )
+    options = dict(description.get("options") or {})
+    preprocess = description.get("preprocess")
+    if preprocess:
+        accepted = _builder_parameters(name)
+        for key, read in _FROM_PREPROCESS.items():
+            if key in accepted and key not in options:
+                options[key] = read(preprocess)
+    return options
+
+
+def _builder_parameters(name: str) -> list[str]:
+    """The keyword options of encoder ``name``'s builder (everything after ``path_or_id``)."""
+    return list(inspect.signature(ENCODERS[name]).parameters)[1:]
+
 
 def build_video_encoder(name: str, path_or_id: str | os.PathLike, **options: Any) -> VideoEncoder:
     """Build encoder ``name`` from ``path_or_id`` with builder ``options``; frozen, eval mode."""
     if name not in ENCODERS:
         raise ValueError(f"unknown video encoder {name!r}; known: {sorted(ENCODERS)}")
     builder = ENCODERS[name]
-    accepted = list(inspect.signature(builder).parameters)[1:]
+    accepted = _builder_parameters(name)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(f"video encoder {name!r} has no option(s) {unknown}; its options: {accepted}")
@@ -64,5 +105,6 @@ __all__ = [
     "SeFARVideoEncoder",
     "VideoEncoder",
     "build_video_encoder",
+    "builder_options",
     "pool_patch_grid",
 ]

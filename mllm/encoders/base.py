@@ -231,6 +231,22 @@ def load_weights_file(
         )
 
 
+def timm_architecture(model: nn.Module) -> str | None:
+    """timm's architecture name of ``model`` (``pretrained_cfg["architecture"]``), None for a plain module."""
+    return (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
+
+
+def check_architecture(model: nn.Module, architecture: str | None, source: str | os.PathLike) -> None:
+    """Fail when ``model`` (built from ``source``) is not the timm ``architecture`` a description recorded
+    (None: nothing recorded, nothing to check)."""
+    built = timm_architecture(model)
+    if architecture is not None and built != architecture:
+        raise ValueError(
+            f"{source}: builds a {built or type(model).__name__!r} model, but the encoder description "
+            f"records architecture {architecture!r}; pass the weights (or model_name) of that architecture"
+        )
+
+
 def timm_preprocess(model: nn.Module, num_frames: int) -> Preprocess:
     """Input of a timm image model applied per frame: its patch embed's size, its pretrained mean/std."""
     cfg = getattr(model, "pretrained_cfg", None) or {}

@@ -17,6 +17,10 @@ Backends:
   pretrained=path_or_tag)``, or a ``hf-hub:`` / ``local-dir:`` model id; its vision tower wraps the
   same timm EVA (``visual.trunk``), read the same way.
 
+The encoder's ``options`` record timm's ``architecture`` name of the trunk; the builder takes it back (a
+description rebuilds the encoder): it is the timm backend's default ``model_name``, and the trunk built
+from ``path_or_id`` must be of that architecture.
+
 The block output comes from timm's ``forward_intermediates`` (it stops after the requested block), or, on
 a timm without it, from a forward hook on that block.
 """
@@ -35,8 +39,10 @@ from .base import (
     OPENAI_CLIP_STD,
     FrameEncoder,
     Preprocess,
+    check_architecture,
     check_layer,
     load_weights_file,
+    timm_architecture,
     timm_preprocess,
 )
 
@@ -61,8 +67,7 @@ class EVAVideoEncoder(FrameEncoder):
         gh, gw = trunk.patch_embed.grid_size
         if grid > min(gh, gw):
             raise ValueError(f"grid {grid} is larger than the {gh}x{gw} patch grid")
-        architecture = (getattr(trunk, "pretrained_cfg", None) or {}).get("architecture")
-        options = {"architecture": architecture, **options, "layer": layer, "grid": grid}
+        options = {"architecture": timm_architecture(trunk), **options, "layer": layer, "grid": grid}
         super().__init__(preprocess, trunk.embed_dim, grid, options)
         self.trunk = trunk
         self.block = block
@@ -103,10 +108,14 @@ def build_eva(
     num_frames: int = 8,
     layer: int = -2,
     grid: int = 1,
+    architecture: str | None = None,
 ) -> EVAVideoEncoder:
     """EVA-CLIP video encoder: ``num_frames`` frames, block ``layer`` (-2 = penultimate), ``grid x grid``
-    tokens per frame (1 = mean over patches). ``model_name`` defaults to the backend's EVA-CLIP-g/14."""
-    model_name = model_name or DEFAULT_MODEL.get(backend, "")
+    tokens per frame (1 = mean over patches). ``model_name`` defaults to ``architecture`` (timm backend),
+    else the backend's EVA-CLIP-g/14. ``architecture``: timm's name of the trunk, as the encoder's
+    description records it; when given, the trunk must be of it."""
+    default = architecture if backend == "timm" else None
+    model_name = model_name or default or DEFAULT_MODEL.get(backend, "")
     if backend == "timm":
         model_kwargs = dict(model_kwargs or {})
         trunk = _timm_trunk(path_or_id, model_name, model_kwargs)
@@ -121,6 +130,7 @@ def build_eva(
         options = {"backend": backend}
     else:
         raise ValueError(f"unknown EVA backend {backend!r}; choose 'timm' or 'open_clip'")
+    check_architecture(trunk, architecture, path_or_id)
     return EVAVideoEncoder(trunk.eval(), preprocess, layer=layer, grid=grid, **options)
 
 

@@ -20,6 +20,11 @@ Weights (``path_or_id``):
 - a local ``.safetensors`` / ``.pth`` / ``.pt`` / ``.bin`` timm ViT state dict for ``model_name`` (+
   ``model_kwargs``);
 - otherwise a timm pretrained name or ``hf-hub:`` id (downloaded by timm).
+
+The encoder's ``options`` (its description) record timm's ``architecture`` name and, for a backbone
+directory, the ViT layout (``backbone``); the builder takes both back, so a description (an MLLM
+checkpoint's ``instruction.json``) rebuilds the encoder: ``architecture`` is a weights file's default
+``model_name``, and both are checked against what ``path_or_id`` holds.
 """
 
 from __future__ import annotations
@@ -41,10 +46,14 @@ from .base import (
     IMAGENET_STD,
     Preprocess,
     VideoEncoder,
+    check_architecture,
     load_weights_file,
     pool_patch_grid,
+    timm_architecture,
     timm_preprocess,
 )
+
+DEFAULT_MODEL = "vit_base_patch16_224"
 
 
 class FramePoolEncoder(VideoEncoder):
@@ -58,8 +67,7 @@ class FramePoolEncoder(VideoEncoder):
         gh, gw = vit.patch_embed.grid_size
         if not 0 <= spatial_grid <= min(gh, gw):
             raise ValueError(f"spatial_grid must be in [0, {min(gh, gw)}], got {spatial_grid}")
-        architecture = (getattr(vit, "pretrained_cfg", None) or {}).get("architecture")
-        options = {"architecture": architecture, **options, "spatial_grid": spatial_grid}
+        options = {"architecture": timm_architecture(vit), **options, "spatial_grid": spatial_grid}
         super().__init__(preprocess, vit.embed_dim, 1 + spatial_grid**2, options)
         self.vit = vit
         self.spatial_grid = spatial_grid
@@ -82,25 +90,42 @@ def build_framepool(
     path_or_id: str | os.PathLike,
     num_frames: int = 8,
     spatial_grid: int = 0,
-    model_name: str = "vit_base_patch16_224",
+    model_name: str | None = None,
     model_kwargs: dict[str, Any] | None = None,
+    architecture: str | None = None,
+    backbone: dict[str, Any] | None = None,
 ) -> FramePoolEncoder:
     """Order-blind baseline over ``num_frames`` frames; ``spatial_grid`` g > 0 adds g*g spatial tokens.
 
-    ``model_name``/``model_kwargs`` describe a plain timm state-dict file (ignored for a backbone
-    directory, whose ``config.json`` says what it is).
+    ``model_name`` (default: ``architecture``, else ``vit_base_patch16_224``) / ``model_kwargs`` describe
+    a plain timm state-dict file (ignored for a backbone directory, whose ``config.json`` says what it
+    is). ``architecture`` / ``backbone`` are what the encoder's description records about its weights
+    (timm's architecture name; a backbone directory's ViT layout): when given, the weights must match.
     """
     path = Path(path_or_id)
     model_kwargs = dict(model_kwargs or {})
     if path.is_dir():
-        vit, architecture = _frame_backbone(path)
-        preprocess = Preprocess((num_frames,), architecture.img_size, IMAGENET_MEAN, IMAGENET_STD)
-        options = {"backbone": image_vit_kwargs(architecture)}  # the ViT fields, not the video ones
+        vit, config = _frame_backbone(path)
+        layout = image_vit_kwargs(config)  # the ViT fields, not the video ones
+        if backbone is not None and dict(backbone) != layout:
+            raise ValueError(
+                f"{path}/config.json: backbone {layout} differs from the recorded backbone {dict(backbone)}"
+            )
+        preprocess = Preprocess((num_frames,), config.img_size, IMAGENET_MEAN, IMAGENET_STD)
+        options = {"backbone": layout}
+        check_architecture(vit, architecture, path)
     else:
         import timm
 
+        if backbone is not None:
+            raise ValueError(
+                f"{str(path_or_id)!r}: backbone= describes a backbone directory (config.json + "
+                "model.safetensors of scripts/pretrain_image_backbone.py), and this is not one"
+            )
         if path.is_file():
-            vit = timm.create_model(model_name, pretrained=False, num_classes=0, **model_kwargs)
+            name = model_name or architecture or DEFAULT_MODEL
+            vit = timm.create_model(name, pretrained=False, num_classes=0, **model_kwargs)
+            check_architecture(vit, architecture, path)  # before the weights: the clearer error
             load_weights_file(vit, path)
         else:
             try:
@@ -110,6 +135,7 @@ def build_framepool(
                     f"{str(path_or_id)!r} is not a backbone directory or weights file, and timm could not "
                     f"load it as a pretrained model name / hub id ({type(err).__name__}: {err})"
                 ) from err
+            check_architecture(vit, architecture, str(path_or_id))
         preprocess = timm_preprocess(vit, num_frames)
         options = {"model_kwargs": model_kwargs}
     return FramePoolEncoder(vit.eval(), preprocess, spatial_grid=spatial_grid, **options)
