@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
 import torch
 
 from mllm.language_model import LLMConfig, TinyLLMConfig, build_tiny_llm, load_language_model, tiny_llm_corpus

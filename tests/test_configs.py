@@ -5,13 +5,13 @@ data set folder they read."""
 from __future__ import annotations
 
 import itertools
-import os
 import shlex
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import FINEGYM_DIR, needs_finegym
 from synthgym_fixtures import REPO, load_script
 
 from gym_qa.hierarchy import Hierarchy
@@ -20,7 +20,6 @@ from sefar_encoder import training
 from sefar_encoder.config import load_config
 
 CONFIGS = REPO / "configs"
-FINEGYM = Path(os.environ.get("SEFAR_FINEGYM_DIR", REPO.parent / "shared" / "finegym"))
 ALL_YAML = sorted(CONFIGS.rglob("*.yaml"))
 FINEGYM_CONFIGS = {  # file -> (element set, label rate, classes)
     "finegym_gym99_5.yaml": ("gym99", 5, 99),
@@ -28,9 +27,6 @@ FINEGYM_CONFIGS = {  # file -> (element set, label rate, classes)
     "finegym_gym288_5.yaml": ("gym288", 5, 288),
     "finegym_gym288_10.yaml": ("gym288", 10, 288),
 }
-needs_finegym = pytest.mark.skipif(
-    not (FINEGYM / "gym99_categories.txt").is_file(), reason="FineGym metadata absent"
-)
 
 
 def schema_of(path: Path) -> type | None:
@@ -105,12 +101,14 @@ def test_finegym_config_is_the_paper_recipe(name: str):
     assert other == cfg
 
 
-@needs_finegym
+@needs_finegym("gym99_categories.txt")
 @pytest.mark.parametrize("name", sorted(FINEGYM_CONFIGS))
 def test_finegym_config_builds_its_model(name: str):
     gym, _, num_classes = FINEGYM_CONFIGS[name]
     cfg = finegym_config(name, "init_checkpoint=null")
-    hierarchy = Hierarchy.from_finegym(FINEGYM / f"{gym}_categories.txt", FINEGYM / "set_categories.txt")
+    hierarchy = Hierarchy.from_finegym(
+        FINEGYM_DIR / f"{gym}_categories.txt", FINEGYM_DIR / "set_categories.txt"
+    )
     views = training.method_views(training.resolve_method(cfg.method), cfg.num_frames)
     model, report = training.build_model(cfg, hierarchy, views)
     assert report is None and views == (2, 2, 4)
@@ -164,16 +162,16 @@ def test_finegym_twins_share_their_data_commands():
         assert five[:-1] == ten[:-1] and len(five) > 3  # all but the launch line
 
 
-@needs_finegym
+@needs_finegym("gym99_categories.txt")
 @pytest.mark.parametrize("name", ["finegym_gym99_5.yaml", "finegym_gym288_10.yaml"])
 def test_finegym_header_commands_make_the_data_folder(name: str, tmp_path, monkeypatch, capsys):
     gym, rate, num_classes = FINEGYM_CONFIGS[name]
     path = CONFIGS / "encoder" / name
     monkeypatch.chdir(tmp_path)
     (tmp_path / "shared").mkdir()
-    (tmp_path / "shared" / "finegym").symlink_to(FINEGYM)
-    placeholder_clips(tmp_path / "data/finegym/clips", FINEGYM / f"{gym}_train_element_v1.1.txt", 12)
-    placeholder_clips(tmp_path / "data/finegym/clips", FINEGYM / f"{gym}_val_element.txt", 2)
+    (tmp_path / "shared" / "finegym").symlink_to(FINEGYM_DIR)
+    placeholder_clips(tmp_path / "data/finegym/clips", FINEGYM_DIR / f"{gym}_train_element_v1.1.txt", 12)
+    placeholder_clips(tmp_path / "data/finegym/clips", FINEGYM_DIR / f"{gym}_val_element.txt", 2)
 
     launched = None
     for cmd in header_commands(path):
@@ -211,7 +209,7 @@ def test_finegym_header_commands_make_the_data_folder(name: str, tmp_path, monke
         assert not (paths[a] & paths[b]), (a, b)
     assert all(p.is_file() for v in paths.values() for p in v)  # relative paths resolve to the clips
     test_ids = {p.stem for p in paths["test"]}
-    val_elements = (FINEGYM / f"{gym}_val_element.txt").read_text().splitlines()
+    val_elements = (FINEGYM_DIR / f"{gym}_val_element.txt").read_text().splitlines()
     val_element_ids = {line.split()[0] for line in val_elements if line.strip()}
     assert test_ids <= val_element_ids  # test = FineGym's val list; val is held out of FineGym's train
     assert len({e.label for e in entries["val"]}) == len({e.label for e in entries["train"]})

@@ -1,18 +1,15 @@
 """FineGym ingestion: element lists + a clip folder → list file of present clips and a missing-clip report."""
 
-import os
 import runpy
 from pathlib import Path
 
 import pytest
+from conftest import FINEGYM_DIR, needs_finegym
 
 from gym_qa.clips import clip_id_of, index_clips
 from gym_qa.finegym import ingest, parse_clip_id, read_element_list, write_ingest_outputs
 from gym_qa.lists import ListFileError, read_list
 
-FINEGYM = Path(
-    os.environ.get("SEFAR_FINEGYM_DIR", Path(__file__).resolve().parents[2] / "shared" / "finegym")
-)
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 IDS = [
     "0LtLS9wROrk_E_002407_002435_A_0003_0005",
@@ -29,9 +26,9 @@ def test_parse_clip_id():
     assert clip_id_of("x/clip.MP4") == "clip" and clip_id_of(IDS[0]) == IDS[0]
 
 
-@pytest.mark.skipif(not (FINEGYM / "gym99_val_element.txt").is_file(), reason="FineGym metadata absent")
+@needs_finegym("gym99_val_element.txt")
 def test_read_gym99_val_element_list():
-    clips = read_element_list(FINEGYM / "gym99_val_element.txt", num_classes=99)
+    clips = read_element_list(FINEGYM_DIR / "gym99_val_element.txt", num_classes=99)
     assert len(clips) == 8521
     assert (clips[0].clip_id, clips[0].label, clips[0].line, clips[0].video_id) == (
         IDS[0],

@@ -1,10 +1,10 @@
 """Gym-QA JSON: byte-identical round trip of the official sample, options, rotation, prompts, errors."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+from conftest import FINEGYM_DIR, needs_finegym
 
 from gym_qa.questions import (
     RECORD_FIELDS,
@@ -21,11 +21,8 @@ from gym_qa.questions import (
     write_questions,
 )
 
-FINEGYM = Path(
-    os.environ.get("SEFAR_FINEGYM_DIR", Path(__file__).resolve().parents[2] / "shared" / "finegym")
-)
-SAMPLE = FINEGYM / "gymqa_official_format_sample.json"
-needs_sample = pytest.mark.skipif(not SAMPLE.is_file(), reason="official Gym-QA sample absent")
+SAMPLE = FINEGYM_DIR / "gymqa_official_format_sample.json"
+needs_sample = needs_finegym(SAMPLE.name)
 
 
 @needs_sample

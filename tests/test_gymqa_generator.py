@@ -1,7 +1,6 @@
 """Gym-QA generator on the Gym99 val list (no videos) and on a SynthGym-style hierarchy with attributes."""
 
 import json
-import os
 import runpy
 from collections import Counter
 from pathlib import Path
@@ -9,6 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from conftest import FINEGYM_DIR, needs_finegym
 
 from gym_qa.hierarchy import Element, Hierarchy, load_hierarchy
 from gym_qa.question_generator import (
@@ -24,30 +24,32 @@ from gym_qa.questions import dump_questions, load_questions
 from gym_qa.reference_answerers import answer_counts_from_labels, frequency_answerer
 from gym_qa.statistics import chi_square_uniform
 
-FINEGYM = Path(
-    os.environ.get("SEFAR_FINEGYM_DIR", Path(__file__).resolve().parents[2] / "shared" / "finegym")
-)
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-needs_finegym = pytest.mark.skipif(
-    not (FINEGYM / "gym99_val_element.txt").is_file(), reason="FineGym metadata absent"
+needs_gym99 = needs_finegym(
+    "gym99_categories.txt",
+    "finegym_glabel_to_Qtree.json",
+    "gym99_val_element.txt",
+    "gym99_train_element_v1.1.txt",
 )
 
 
 @pytest.fixture(scope="module")
 def gym99() -> Hierarchy:
-    return load_hierarchy(FINEGYM / "gym99_categories.txt", qtree=FINEGYM / "finegym_glabel_to_Qtree.json")
+    return load_hierarchy(
+        FINEGYM_DIR / "gym99_categories.txt", qtree=FINEGYM_DIR / "finegym_glabel_to_Qtree.json"
+    )
 
 
 @pytest.fixture(scope="module")
 def val_clips(gym99: Hierarchy) -> list[Clip]:
-    return clips_from_list(FINEGYM / "gym99_val_element.txt", gym99.num_classes)
+    return clips_from_list(FINEGYM_DIR / "gym99_val_element.txt", gym99.num_classes)
 
 
 def generate(hierarchy: Hierarchy, clips: list[Clip], **config):
     return QuestionGenerator(hierarchy, GeneratorConfig(**config)).generate(clips)
 
 
-@needs_finegym
+@needs_gym99
 def test_gym99_val_what_questions(gym99: Hierarchy, val_clips: list[Clip]):
     questions, summary = generate(gym99, val_clips)
     assert len(questions) == 8521 == summary["questions"]
@@ -66,14 +68,14 @@ def test_gym99_val_what_questions(gym99: Hierarchy, val_clips: list[Clip]):
     assert summary["questions_with_duplicate_options"] == 0
 
 
-@needs_finegym
+@needs_gym99
 def test_hard_distractors_share_the_set(gym99: Hierarchy, val_clips: list[Clip]):
     _, summary = generate(gym99, val_clips, distractors="hard")
     assert summary["what_distractors"]["same_set_share"] >= 0.80
     assert summary["what_distractors"]["same_event_share"] == 1.0
 
 
-@needs_finegym
+@needs_gym99
 def test_deterministic_by_seed(gym99: Hierarchy, val_clips: list[Clip]):
     clips = val_clips[:300]
     first = dump_questions(generate(gym99, clips, types=("what", "set"), seed=5)[0])
@@ -88,7 +90,7 @@ def test_deterministic_by_seed(gym99: Hierarchy, val_clips: list[Clip]):
     ] == what_only
 
 
-@needs_finegym
+@needs_gym99
 def test_event_set_and_attribute_questions(gym99: Hierarchy, val_clips: list[Clip]):
     types = ("event", "set", "attribute")
     questions, summary = generate(gym99, val_clips, types=types)
@@ -117,9 +119,9 @@ def test_event_set_and_attribute_questions(gym99: Hierarchy, val_clips: list[Cli
     assert len(every) == sum(len(gym99.attributes_of(c.label)) for c in val_clips[:50])
 
 
-@needs_finegym
+@needs_gym99
 def test_frequency_distractors_remove_the_class_prior_leak(gym99: Hierarchy, val_clips: list[Clip]):
-    train_labels = [int(line.split()[1]) for line in (FINEGYM / "gym99_train_element_v1.1.txt").open()]
+    train_labels = [int(line.split()[1]) for line in (FINEGYM_DIR / "gym99_train_element_v1.1.txt").open()]
     prior = frequency_answerer(answer_counts_from_labels(gym99, train_labels))
 
     def prior_accuracy(mode: str) -> float:

@@ -1,9 +1,7 @@
 """Video-blind reference answerers: chance level, position/length priors and the class-prior leak."""
 
-import os
-from pathlib import Path
-
 import pytest
+from conftest import FINEGYM_DIR, needs_finegym
 
 from gym_qa.hierarchy import load_hierarchy
 from gym_qa.question_generator import GeneratorConfig, QuestionGenerator, clips_from_list
@@ -16,18 +14,13 @@ from gym_qa.reference_answerers import (
 )
 from gym_qa.scoring import evaluate
 
-FINEGYM = Path(
-    os.environ.get("SEFAR_FINEGYM_DIR", Path(__file__).resolve().parents[2] / "shared" / "finegym")
-)
-pytestmark = pytest.mark.skipif(
-    not (FINEGYM / "gym99_val_element.txt").is_file(), reason="FineGym metadata absent"
-)
+pytestmark = needs_finegym("gym99_categories.txt", "gym99_val_element.txt", "gym99_train_element_v1.1.txt")
 
 
 @pytest.fixture(scope="module")
 def setup():
-    hierarchy = load_hierarchy(FINEGYM / "gym99_categories.txt")
-    clips = clips_from_list(FINEGYM / "gym99_val_element.txt", hierarchy.num_classes)
+    hierarchy = load_hierarchy(FINEGYM_DIR / "gym99_categories.txt")
+    clips = clips_from_list(FINEGYM_DIR / "gym99_val_element.txt", hierarchy.num_classes)
     questions, _ = QuestionGenerator(hierarchy, GeneratorConfig()).generate(clips)
     return hierarchy, questions
 
@@ -47,7 +40,7 @@ def test_random_answerer_is_at_chance(setup):
 
 def test_text_only_priors(setup):
     hierarchy, questions = setup
-    train_labels = [int(line.split()[1]) for line in (FINEGYM / "gym99_train_element_v1.1.txt").open()]
+    train_labels = [int(line.split()[1]) for line in (FINEGYM_DIR / "gym99_train_element_v1.1.txt").open()]
     counts = answer_counts_from_labels(hierarchy, train_labels)
     assert accuracy(questions, "longest") < 0.30
     # The official (uniform) distractor sampling leaks the class prior; these bound that leak.

@@ -1,12 +1,12 @@
 """Gym-QA evaluator: text and option-NLL modes, circular evaluation, groups, CIs, errors, speed, script."""
 
 import json
-import os
 import runpy
 import time
 from pathlib import Path
 
 import pytest
+from conftest import FINEGYM_DIR, needs_finegym
 
 from gym_qa.hierarchy import Element, Hierarchy, load_hierarchy
 from gym_qa.question_generator import GeneratorConfig, QuestionGenerator, clips_from_list
@@ -21,13 +21,8 @@ from gym_qa.scoring import (
 )
 from gym_qa.statistics import chi_square_sf, wilson_interval
 
-FINEGYM = Path(
-    os.environ.get("SEFAR_FINEGYM_DIR", Path(__file__).resolve().parents[2] / "shared" / "finegym")
-)
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-needs_finegym = pytest.mark.skipif(
-    not (FINEGYM / "gym99_val_element.txt").is_file(), reason="FineGym metadata absent"
-)
+needs_gym99 = needs_finegym("gym99_categories.txt", "gym99_val_element.txt")
 
 
 def q(qid: str, options: list[str], answer: int, answer_type: str = "what", video: str = "v") -> Question:
@@ -154,13 +149,13 @@ def test_read_predictions_errors(tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def gym99_setup():
-    hierarchy = load_hierarchy(FINEGYM / "gym99_categories.txt")
-    clips = clips_from_list(FINEGYM / "gym99_val_element.txt", hierarchy.num_classes)
+    hierarchy = load_hierarchy(FINEGYM_DIR / "gym99_categories.txt")
+    clips = clips_from_list(FINEGYM_DIR / "gym99_val_element.txt", hierarchy.num_classes)
     questions, _ = QuestionGenerator(hierarchy, GeneratorConfig()).generate(clips)
     return hierarchy, clips, questions
 
 
-@needs_finegym
+@needs_gym99
 def test_scores_8521_questions_fast(gym99_setup, tmp_path: Path):
     hierarchy, clips, questions = gym99_setup
     texts = ["The answer is {}.", "{}", "({})", "I cannot tell", "{}. whatever"]
@@ -176,7 +171,7 @@ def test_scores_8521_questions_fast(gym99_setup, tmp_path: Path):
     assert set(text["per_event"]) == {"VT", "FX", "BB", "UB"} and len(text["per_set"]) == 14
 
 
-@needs_finegym
+@needs_gym99
 def test_eval_script(gym99_setup, tmp_path: Path, capsys):
     questions = gym99_setup[2]
     questions_path = tmp_path / "q.json"
@@ -190,9 +185,9 @@ def test_eval_script(gym99_setup, tmp_path: Path, capsys):
         "--questions",
         str(questions_path),
         "--categories",
-        str(FINEGYM / "gym99_categories.txt"),
+        str(FINEGYM_DIR / "gym99_categories.txt"),
         "--list",
-        str(FINEGYM / "gym99_val_element.txt"),
+        str(FINEGYM_DIR / "gym99_val_element.txt"),
     ]
     assert (
         main(

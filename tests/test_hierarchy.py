@@ -1,26 +1,21 @@
 """Hierarchy: FineGym gym99/gym288/gym530 + Qtree, quirks, JSON round trip, SynthGym folders, errors."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+from conftest import FINEGYM_DIR, needs_finegym
 
 from gym_qa.hierarchy import Hierarchy, HierarchyError, load_hierarchy, read_qtree
 
-FINEGYM = Path(
-    os.environ.get("SEFAR_FINEGYM_DIR", Path(__file__).resolve().parents[2] / "shared" / "finegym")
-)
-pytestmark = pytest.mark.skipif(
-    not (FINEGYM / "gym99_categories.txt").is_file(), reason="FineGym metadata absent"
-)
+pytestmark = needs_finegym("gym99_categories.txt")
 
 
 def finegym(name: str, qtree: bool = True) -> Hierarchy:
     return Hierarchy.from_finegym(
-        FINEGYM / f"{name}_categories.txt",
-        FINEGYM / "set_categories.txt",
-        FINEGYM / "finegym_glabel_to_Qtree.json" if qtree else None,
+        FINEGYM_DIR / f"{name}_categories.txt",
+        FINEGYM_DIR / "set_categories.txt",
+        FINEGYM_DIR / "finegym_glabel_to_Qtree.json" if qtree else None,
     )
 
 
@@ -63,7 +58,7 @@ def test_gym288_and_gym530():
 
 
 def test_qtree_bits_answer_questions_in_order(gym99: Hierarchy):
-    raw = json.loads((FINEGYM / "finegym_glabel_to_Qtree.json").read_text())
+    raw = json.loads((FINEGYM_DIR / "finegym_glabel_to_Qtree.json").read_text())
     assert len(gym99.attributes) == 99 and not gym99.issues
     for label in (0, 40, 98):
         entry = raw[str(gym99.element(label).glabel)]
@@ -83,7 +78,7 @@ def test_json_round_trip_and_save(gym99: Hierarchy, tmp_path: Path):
 
 
 def test_set_categories_default_beside_categories():
-    assert load_hierarchy(FINEGYM / "gym99_categories.txt").set_name(44) == "UB_dismounts"
+    assert load_hierarchy(FINEGYM_DIR / "gym99_categories.txt").set_name(44) == "UB_dismounts"
 
 
 def write(path: Path, text: str) -> Path:

@@ -1,19 +1,16 @@
 """Label-rate splits: nested, stratified, disjoint, deterministic; the SPEC §1.1 layout; val/test refusals."""
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import FINEGYM_DIR, needs_finegym
 
 from gym_qa.finegym import read_element_list
 from gym_qa.lists import read_list, write_list
 from gym_qa.splits import SplitError, build_label_splits, labeled_count, make_split_dir
 
-FINEGYM = Path(
-    os.environ.get("SEFAR_FINEGYM_DIR", Path(__file__).resolve().parents[2] / "shared" / "finegym")
-)
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
@@ -71,11 +68,9 @@ def test_bad_rates():
             build_label_splits([0, 1], rates)
 
 
-@pytest.mark.skipif(
-    not (FINEGYM / "gym99_train_element_v1.1.txt").is_file(), reason="FineGym metadata absent"
-)
+@needs_finegym("gym99_train_element_v1.1.txt")
 def test_gym99_train_pool_every_class_labeled_at_5_percent():
-    labels = [clip.label for clip in read_element_list(FINEGYM / "gym99_train_element_v1.1.txt", 99)]
+    labels = [clip.label for clip in read_element_list(FINEGYM_DIR / "gym99_train_element_v1.1.txt", 99)]
     splits = build_label_splits(labels, (5, 10, 20), seed=0)
     sizes = Counter(labels)
     labeled5 = Counter(labels[i] for i in splits[5])
