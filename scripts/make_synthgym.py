@@ -45,6 +45,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1.0,
         help="nuisance strength: 0 = clean canonical clips, 1 = default, >1 harder",
     )
+    ap.add_argument(
+        "--camera",
+        choices=("scene", "athlete"),
+        default=None,
+        help="scene: the apparatus stays in view; athlete: a close-up that follows the athlete "
+        "vertically too (about twice the athlete's size). Default: the preset's",
+    )
     ap.add_argument("--workers", type=int, default=None, help="parallel processes (default: CPU count)")
     ap.add_argument(
         "--size",
@@ -55,10 +62,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="frame size in pixels (even numbers, H.264 4:2:0)",
     )
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if any(v <= 0 or v % 2 for v in args.size):
+        ap.error(
+            f"--size {args.size[0]} {args.size[1]}: width and height must be positive even numbers (H.264 4:2:0)"
+        )
+    return args
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> int:
+    """Generate the data set; print a one-line JSON summary (the full one is ``<out>/meta.json``)."""
     args = parse_args(argv)
     start = time.time()
     meta = generate_dataset(
@@ -70,6 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
         width=args.size[0],
         height=args.size[1],
         progress=not args.quiet,
+        camera=args.camera,
     )
     summary = {
         "out": str(args.out),
@@ -79,8 +93,8 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds": round(time.time() - start, 1),
     }
     print(json.dumps(summary))
-    return summary
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -50,14 +50,24 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 @dataclass
 class PretrainConfig:
     data_root: str = field(default="", metadata={"help": "SynthGym folder with pretrain/frames.jsonl"})
-    out_dir: str = field(default="", metadata={"help": "where the backbone goes; '' = <data_root>/backbones/<hash>"})
+    out_dir: str = field(
+        default="", metadata={"help": "where the backbone goes; '' = <data_root>/backbones/<hash>"}
+    )
     model: ModelConfig = field(default_factory=ModelConfig)
     steps: int = field(default=1500, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=128, metadata={"help": "frames per step"})
     lr: float = field(default=1e-3, metadata={"help": "AdamW peak lr (cosine decay)"})
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay"})
     frame_stride: int = field(default=2, metadata={"help": "use every N-th frame of each pretrain clip"})
-    holdout: float = field(default=0.1, metadata={"help": "fraction of pretrain clips held out for the report"})
+    holdout: float = field(
+        default=0.1, metadata={"help": "fraction of pretrain clips held out for the report"}
+    )
+    mirror: bool = field(
+        default=True, metadata={"help": "random horizontal mirror; the facing label and box follow it"}
+    )
+    permute_channels: bool = field(
+        default=True, metadata={"help": "random RGB channel order per frame (SynthGym's colours are random)"}
+    )
     seed: int = field(default=0, metadata={"help": "random seed"})
     progress: bool = field(default=True, metadata={"help": "progress bar"})
 
@@ -86,12 +96,16 @@ def load_frames(cfg: PretrainConfig) -> dict[str, torch.Tensor]:
     root = Path(cfg.data_root)
     ann_path = root / "pretrain" / "frames.jsonl"
     if not ann_path.is_file():
-        raise FileNotFoundError(f"{ann_path}: no pretraining split (generate it with scripts/make_synthgym.py)")
+        raise FileNotFoundError(
+            f"{ann_path}: no pretraining split (generate it with scripts/make_synthgym.py)"
+        )
     records = [json.loads(line) for line in ann_path.read_text().splitlines() if line.strip()]
     apparatus = sorted({r["apparatus"] for r in records})
     size = cfg.model.img_size
     frames, targets = [], {k: [] for k in ("regress", "shape", "apparatus", "facing", "clip")}
-    for ci, rec in enumerate(tqdm(records, desc="decode pretrain clips", disable=not cfg.progress, leave=False)):
+    for ci, rec in enumerate(
+        tqdm(records, desc="decode pretrain clips", disable=not cfg.progress, leave=False)
+    ):
         idx = np.arange(0, rec["num_frames"], cfg.frame_stride)
         try:
             clip, _ = read_frames(root / "pretrain" / rec["video"], idx)  # [T, H, W, 3]
@@ -130,14 +144,31 @@ def normalise(frames: torch.Tensor) -> torch.Tensor:
     return (frames.float() / 255.0 - MEAN) / STD
 
 
-def augment(frames: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random resized crop (scale jitter as the video pipeline, no flip: the labels are not mirrored)."""
-    _, _, h, w = frames.shape
+def augment(
+    frames: torch.Tensor, batch: dict[str, torch.Tensor], gen: torch.Generator, cfg: PretrainConfig
+) -> torch.Tensor:
+    """Random resized crop (scale jitter as the video pipeline); with ``cfg.mirror`` a random horizontal
+    mirror of half the frames, whose ``batch`` labels follow (facing flips, the box mirrors; rotation,
+    twist and shape are the athlete's own and stay); with ``cfg.permute_channels`` a random RGB order per
+    frame. Without the last two, a small ViT learns each pretraining clip's colours instead of the body:
+    every frame of a clip shares its facing and apparatus."""
+    n, _, h, w = frames.shape
     scale = float(torch.empty(()).uniform_(1.0, 1.3, generator=gen))
     big = F.interpolate(frames.float(), scale_factor=scale, mode="bilinear", align_corners=False)
     top = int(torch.randint(0, big.shape[2] - h + 1, (), generator=gen))
     left = int(torch.randint(0, big.shape[3] - w + 1, (), generator=gen))
-    return big[:, :, top : top + h, left : left + w]
+    out = big[:, :, top : top + h, left : left + w]
+    if cfg.mirror:
+        flip = torch.rand(n, generator=gen) < 0.5
+        out = torch.where(flip.view(n, 1, 1, 1), out.flip(3), out)
+        batch["facing"] = torch.where(flip, 1 - batch["facing"], batch["facing"])
+        box = batch["regress"][:, 4:].clone()  # x0, y0, x1, y1 as fractions of the frame
+        mirrored = torch.stack([1 - box[:, 2], box[:, 1], 1 - box[:, 0], box[:, 3]], 1)
+        batch["regress"] = torch.cat([batch["regress"][:, :4], torch.where(flip[:, None], mirrored, box)], 1)
+    if cfg.permute_channels:
+        order = torch.argsort(torch.rand(n, 3, generator=gen), dim=1)  # a random permutation per frame
+        out = torch.gather(out, 1, order.view(n, 3, 1, 1).expand_as(out))
+    return out
 
 
 def losses(pred: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -219,7 +250,7 @@ def pretrain(cfg: PretrainConfig, force: bool = False) -> Path:
     for _ in bar:
         pick = train_idx[torch.randint(0, len(train_idx), (cfg.batch_size,), generator=gen)]
         batch = {k: data[k][pick] for k in ("regress", "shape", "apparatus", "facing")}
-        x = normalise(augment(data["frames"][pick], gen))
+        x = normalise(augment(data["frames"][pick], batch, gen, cfg))
         parts = losses(heads(vit(x)), batch)
         loss = sum(parts.values())
         opt.zero_grad(set_to_none=True)

@@ -57,6 +57,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from gym_qa.synthgym.dataset import GENERATOR_VERSION
 from mllm.gymqa_experiment import (
     MODES,
     ExperimentError,
@@ -114,6 +115,7 @@ class Layout:
         self.summary = out / "summary.json"
         self.report = out / "report.md"
         self.stages = out / "stages.json"
+        self.timing = out / "timing.json"  # minutes and peak RSS of a run that did every stage (make bench)
 
     def job_dir(self, encoder: str) -> Path:
         return self.out / f"mllm_{encoder}"
@@ -124,7 +126,8 @@ def stage_data(lay: Layout, args: argparse.Namespace, force: bool) -> bool:
     meta = lay.data / "meta.json"
     if not force and meta.is_file():
         m = read_json(meta)
-        if (m.get("preset"), m.get("seed"), m.get("difficulty")) == (args.preset, args.seed, args.difficulty):
+        wanted = (args.preset, args.seed, args.difficulty, GENERATOR_VERSION)
+        if (m.get("preset"), m.get("seed"), m.get("difficulty"), m.get("generator_version")) == wanted:
             return False
     argv = ["--out", str(lay.data), "--preset", args.preset, "--seed", str(args.seed)]
     argv += ["--difficulty", str(args.difficulty)]
@@ -514,6 +517,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bar.close()
     minutes = (time.perf_counter() - started) / 60
+    if not any(stages[name].get("skipped") for name in STAGES):  # a whole pipeline ran in this call
+        peak_gb = max(stages[name]["peak_rss_mb"] for name in STAGES) * 2**20 / 1e9
+        write_json(lay.timing, {"minutes": round(minutes, 2), "peak_rss_gb": round(peak_gb, 2)})
     acc = read_json(lay.summary)["gymqa"]["results"]
     print(
         f"quickstart done in {minutes:.1f} min: report {lay.report}, encoder {lay.encoder}, MLLM {lay.mllm} "
@@ -545,7 +551,8 @@ def save_run_config(lay: Layout, args: argparse.Namespace) -> None:
 
 
 def peak_rss_mb() -> float:
-    """Largest resident set so far of this process and of its finished children (DataLoader workers)."""
+    """Largest resident set so far of this process and of its finished children (DataLoader workers), in
+    MiB."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return round(max(own, children) / 1024, 1)  # ru_maxrss is in KiB on Linux

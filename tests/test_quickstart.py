@@ -122,6 +122,7 @@ def test_quickstart_on_synthgym_tiny(synthgym_tiny, tmp_path, capsys):  # noqa: 
     assert list(stages) == list(quickstart.STAGES)
     assert stages["data"]["skipped"]  # the fixture's data set: same preset, seed and difficulty
     assert not any(stages[s]["skipped"] for s in quickstart.STAGES[1:])
+    assert not (run / "timing.json").exists()  # timing.json times whole pipelines only: data was reused
     for path in ("encoder/config.json", "mllm/mllm_config.json", "summary.json", "gymqa_accuracy.png",
                  "encoder_run/curves.png", "encoder_run/confusion.png"):  # fmt: skip
         assert (run / path).is_file(), path
@@ -168,3 +169,5 @@ def test_full_quickstart_meets_its_acceptance(tmp_path):
     results = summary["gymqa"]["results"]
     assert results["sefar"]["accuracy"]["likelihood"] > results["framepool"]["accuracy"]["likelihood"]
     assert (tmp_path / "run" / "report.md").is_file() and (tmp_path / "run" / "mllm" / "adapter").is_dir()
+    timing = json.loads((tmp_path / "run" / "timing.json").read_text())  # read by make bench
+    assert 0 < timing["minutes"] < 60 and 0 < timing["peak_rss_gb"] < 24

@@ -24,6 +24,7 @@ from gym_qa.synthgym.elements import (
     twist_pairs,
 )
 from gym_qa.synthgym.nuisance import sample_nuisance
+from gym_qa.synthgym.render import render
 from gym_qa.synthgym.splits import label_rate_splits, labeled_count
 
 FINEGYM_CATEGORY = re.compile(r"Clabel:\s*(\d+); set:\s*(\d+); Glabel:\s*(\d+); \((\w\w)\) (.*)")
@@ -187,6 +188,31 @@ def test_pretrain_annotations(tiny: Path) -> None:
         frames = _decode_av(tiny / "pretrain" / r["video"])
         dist = np.abs(frames.astype(int) - np.array(r["apparatus_rgb"])).max(-1)
         assert ((dist <= 40).sum(axis=(1, 2)) > 0).all(), f"apparatus colour missing in {r['clip_id']}"
+
+
+@pytest.mark.parametrize("event", ["FX", "VT", "BB", "UB"])
+def test_athlete_camera_keeps_the_athlete_inside_and_larger(event: str) -> None:
+    """The close-up keeps the whole athlete in every frame and draws it clearly larger than the scene
+    camera does (the bench preset relies on it: at 64 px the scene camera's athlete is 4-6 px wide)."""
+    elements = [e for e in CATALOGUE if e.event == event][:4]
+    ratios = []
+    for i, e in enumerate(elements):
+        nz = sample_nuisance(10 + i, 1.0)
+        track = pose_track(e, nz)
+        near, far = render(track, nz, 64, 64, "athlete"), render(track, nz, 64, 64, "scene")
+        b = near.boxes
+        assert (
+            (b[:, 0] >= 0).all() and (b[:, 1] >= 0).all() and (b[:, 2] <= 64).all() and (b[:, 3] <= 64).all()
+        )
+        assert (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all(), "the athlete left the frame"
+        ratios.append(float(np.median(near.scale) / np.median(far.scale)))
+    assert min(ratios) >= 1.0 and np.mean(ratios) >= 1.4, ratios
+
+
+def test_unknown_camera_is_an_error() -> None:
+    nz = sample_nuisance(0, 1.0)
+    with pytest.raises(ValueError, match="unknown camera 'drone'"):
+        render(pose_track(CATALOGUE[0], nz), nz, 64, 64, "drone")
 
 
 # ----------------------------------------------------------------------------- fine-grained by construction

@@ -5,9 +5,12 @@ anti-aliased ramp of its signed distance (``clip(r - d + 0.5, 0, 1)``), evaluate
 clip at once; the athlete's parts are composited back to front in a per-frame depth order, so limbs
 and the chest panel hide behind the trunk as the body twists.
 
-The camera follows the athlete horizontally (smoothed, plus a nuisance pan), keeps a fixed height
-per clip, and its scale is chosen so that the athlete's box stays inside the frame in every frame
-(the pretraining annotations rely on it).
+Two cameras (``CAMERAS``). ``scene`` follows the athlete horizontally (smoothed, plus a nuisance pan),
+keeps a fixed height per clip and keeps the apparatus' vertical extent in view. ``athlete`` is the
+broadcast close-up: it also follows the athlete vertically and frames only the athlete's own box, so
+the athlete is about twice as large and the apparatus may leave the frame. In both, the scale is
+constant per clip up to the nuisance zoom drift and chosen so that the athlete's box stays inside the
+frame in every frame (the pretraining annotations rely on it).
 
 Shape notation: T frames, P parts, H×W pixels. Pixel (i, j) covers [j, j+1) × [i, i+1); its centre is
 at (j + 0.5, i + 0.5).
@@ -24,7 +27,9 @@ from gym_qa.synthgym.athlete import PARTS, capsules
 from gym_qa.synthgym.choreography import FPS, PoseTrack
 from gym_qa.synthgym.nuisance import Nuisance
 
-METRES_PER_FRAME_HEIGHT = 3.7  # nominal vertical field of view at zoom 1
+METRES_PER_FRAME_HEIGHT = 3.7  # nominal vertical field of view at zoom 1 (scene camera)
+ATHLETE_METRES_PER_FRAME_HEIGHT = 2.2  # the close-up's nominal vertical field of view
+CAMERAS = ("scene", "athlete")
 
 
 @dataclass
@@ -96,7 +101,7 @@ class Camera:
     """Per-frame camera: world (x, y) → pixel ((x - cx) * s + W/2, H/2 - (y - cy) * s)."""
 
     cx: np.ndarray  # (T,) metres
-    cy: float
+    cy: np.ndarray  # (T,) metres
     s: np.ndarray  # (T,) pixels per metre
     width: int
     height: int
@@ -106,40 +111,63 @@ class Camera:
         extra = (None,) * (np.ndim(x) - 1)
         s = self.s[(slice(None), *extra)]
         cx = self.cx[(slice(None), *extra)]
-        return (x - cx) * s + self.width / 2, self.height / 2 - (y - self.cy) * s
+        cy = self.cy[(slice(None), *extra)]
+        return (x - cx) * s + self.width / 2, self.height / 2 - (y - cy) * s
 
 
 def _camera(
-    lo: np.ndarray, hi: np.ndarray, app: Apparatus, nz: Nuisance, facing: int, width: int, height: int
+    lo: np.ndarray,
+    hi: np.ndarray,
+    app: Apparatus,
+    nz: Nuisance,
+    facing: int,
+    width: int,
+    height: int,
+    mode: str = "scene",
 ) -> Camera:
     """lo, hi: (T, 2) athlete box corners in world metres."""
     t = lo.shape[0]
     margin_px = 1.5
-    ext_y = (min(lo[:, 1].min(), app.y_range[0]), max(hi[:, 1].max(), app.y_range[1]))
-    span_y = ext_y[1] - ext_y[0]
-    span_x = float((hi[:, 0] - lo[:, 0]).max())
-    s_nom = height / METRES_PER_FRAME_HEIGHT * nz.zoom
     drift = 1.0 + abs(nz.zoom_rate) / 2
+    span_x = float((hi[:, 0] - lo[:, 0]).max())
+    if mode == "athlete":
+        span_y = float((hi[:, 1] - lo[:, 1]).max())
+        s_nom = height / ATHLETE_METRES_PER_FRAME_HEIGHT * nz.zoom
+    else:
+        ext_y = (min(lo[:, 1].min(), app.y_range[0]), max(hi[:, 1].max(), app.y_range[1]))
+        span_y = ext_y[1] - ext_y[0]
+        s_nom = height / METRES_PER_FRAME_HEIGHT * nz.zoom
     s_fit = min((height - 2 * margin_px - 2) / span_y, (width - 2 * margin_px - 2) / span_x) / drift
     s0 = min(s_nom, s_fit)
     tau = np.linspace(0.0, 1.0, t) if t > 1 else np.zeros(1)
     s = s0 * (1.0 + nz.zoom_rate * (tau - 0.5))
-    s_max = s0 * drift
-    free_y = max(0.0, (height - 2 * margin_px) / s_max - span_y) / 2
-    cy = 0.5 * (ext_y[0] + ext_y[1]) + 0.8 * nz.cam_offset[1] * free_y
+    half_y = (height / 2 - margin_px) / s  # (T,)
+    if mode == "athlete":
+        free_y = np.maximum(0.0, half_y - 0.5 * (hi[:, 1] - lo[:, 1]))
+        target_y = _smooth(0.5 * (lo[:, 1] + hi[:, 1])) + 0.8 * nz.cam_offset[1] * free_y
+        cy = np.clip(target_y, hi[:, 1] - half_y, lo[:, 1] + half_y)
+    else:
+        s_max = s0 * drift
+        free = max(0.0, (height - 2 * margin_px) / s_max - span_y) / 2
+        cy = np.full(t, 0.5 * (ext_y[0] + ext_y[1]) + 0.8 * nz.cam_offset[1] * free)
     centre = 0.5 * (lo[:, 0] + hi[:, 0])
     target = nz.follow * _smooth(centre) + (1 - nz.follow) * facing * app.anchor_x
     half = (width / 2 - margin_px) / s
     free_x = np.maximum(0.0, half - 0.5 * (hi[:, 0] - lo[:, 0]))
     target = target + nz.pan * (np.arange(t) / FPS) + 0.6 * nz.cam_offset[0] * free_x
     cx = np.clip(target, hi[:, 0] - half, lo[:, 0] + half)
-    return Camera(cx=cx, cy=float(cy), s=s, width=width, height=height)
+    return Camera(cx=cx, cy=cy, s=s, width=width, height=height)
 
 
-def render(track: PoseTrack, nz: Nuisance, width: int = 64, height: int = 64) -> RenderedClip:
-    """Draw one clip. Deterministic given the track and the nuisance (pixel noise is seeded by it)."""
+def render(
+    track: PoseTrack, nz: Nuisance, width: int = 64, height: int = 64, camera: str = "scene"
+) -> RenderedClip:
+    """Draw one clip with the ``camera`` of :data:`CAMERAS`. Deterministic given the track and the
+    nuisance (pixel noise is seeded by it)."""
     if width % 2 or height % 2:
         raise ValueError(f"H.264 (yuv420p) needs even frame sizes, got {width}x{height}")
+    if camera not in CAMERAS:
+        raise ValueError(f"unknown camera {camera!r}; choose one of {CAMERAS}")
     t = track.num_frames
     f = nz.facing
     app = apparatus_for(track.element.event)
@@ -148,7 +176,7 @@ def render(track: PoseTrack, nz: Nuisance, width: int = 64, height: int = 64) ->
     p1 = caps.p1[..., :2] * np.array([f, 1.0])
     lo = np.minimum(p0, p1) - caps.radius[..., None]
     hi = np.maximum(p0, p1) + caps.radius[..., None]
-    cam = _camera(lo.min(1), hi.max(1), app, nz, f, width, height)
+    cam = _camera(lo.min(1), hi.max(1), app, nz, f, width, height, camera)
 
     # Background: wall with a vertical gradient, clutter with parallax, arena floor below the mats.
     # Each layer is composited only inside the rows/columns it can touch (the costly part is the
