@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from gym_qa.synthgym.dataset import PRESETS, generate_dataset
+from gym_qa.synthgym.render import CAMERAS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--camera",
-        choices=("scene", "athlete"),
+        choices=CAMERAS,
         default=None,
         help="scene: the apparatus stays in view; athlete: a close-up that follows the athlete "
         "vertically too (about twice the athlete's size). Default: the preset's",
