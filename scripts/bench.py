@@ -269,9 +269,11 @@ def read_quickstart_timing(path: Path) -> dict[str, Any]:
 
 
 def quickstart_figure(
-    with_quickstart: bool, timeout: float, timing: Path = QUICKSTART_TIMING
+    with_quickstart: bool, timeout: float, timing: Path | None = None
 ) -> dict[str, Any]:
-    """Run and time the quickstart when asked; otherwise read its timing file, if any."""
+    """Run and time the quickstart when asked; otherwise read its timing file (default
+    ``QUICKSTART_TIMING``, looked up at call time), if any."""
+    timing = timing or QUICKSTART_TIMING
     if not with_quickstart:
         if timing.is_file():
             return read_quickstart_timing(timing)
