@@ -207,9 +207,9 @@ def eval_args(job: GymQAJob, mode: str, folder: Path) -> list[str]:
         "--out-json", str(folder / "report.json"), "--out-md", str(folder / "report.md"),
     ]  # fmt: skip
     if mode != "classifier4":
-        # The job's own builder options, always (also when there are none): what a checkpoint records
-        # as encoder options is the encoder's description, which for framepool holds keys its builder
-        # does not take (architecture, backbone). The fingerprint check still guards the match.
+        # The job's own builder options, always (also when there are none), so evaluation builds the
+        # encoder the job was configured with rather than one rebuilt from the checkpoint's description;
+        # the fingerprint check guards the match either way.
         options = [f"{k}={json.dumps(v)}" for k, v in job.encoder_options.items()]
         args += ["--mllm", str(job.path / "instruct" / "mllm"), "--max-new-tokens", str(job.max_new_tokens)]
         args += ["--encoder-option", *options]
