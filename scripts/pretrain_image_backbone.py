@@ -7,9 +7,12 @@ backbone that already sees bodies, it learns in minutes (SPEC §1.3). Every Synt
 method, starts from this checkpoint through the same loading path as ImageNet weights for FineGym.
 
 Data: the data set's separate ``pretrain/`` split (its own seed: never frames of the train pool, val or
-test) with the generator's per-frame labels from ``pretrain/frames.jsonl``. The heads predict, per
-frame: body rotation (cos, sin), twist phase (cos, sin), body shape (class), apparatus (class), facing
-(left/right) and the athlete box. Only the backbone is kept.
+test) with the generator's per-frame annotations from ``pretrain/frames.jsonl``. Every target is
+something the frame shows (not the clip's take-off facing, which a frame after a turn contradicts): per
+frame, the body axis and the chest normal in image axes, the athlete box, body shape, apparatus and the
+visible facing; per patch token, a body-part map of its pixels (head, trunk, chest panel, upper arms,
+forearms, thighs, shins and feet in 4-px cells), so the tokens the video model attends over already
+encode the pose. Only the backbone is kept.
 
 Output (``out_dir``): ``model.safetensors`` (a timm ``VisionTransformer`` state dict, classifier-free,
 the key layout ``sefar_encoder.model.image_vit.load_image_vit`` reads), ``config.json`` (architecture,
@@ -36,7 +39,9 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
+from gym_qa.synthgym.athlete import PARTS
 from gym_qa.synthgym.choreography import SHAPES
+from gym_qa.synthgym.render import capsule_coverage
 from sefar_encoder.config import ConfigError, config_help, load_config, to_dict
 from sefar_encoder.decoding import DecodeError, read_frames
 from sefar_encoder.model.encoder import ModelConfig
@@ -63,46 +68,96 @@ class PretrainConfig:
         default=0.1, metadata={"help": "fraction of pretrain clips held out for the report"}
     )
     mirror: bool = field(
-        default=True, metadata={"help": "random horizontal mirror; the facing label and box follow it"}
+        default=True, metadata={"help": "random horizontal mirror; the geometric labels follow it"}
     )
     permute_channels: bool = field(
         default=True, metadata={"help": "random RGB channel order per frame (SynthGym's colours are random)"}
+    )
+    parts_weight: float = field(default=5.0, metadata={"help": "weight of the per-patch part-map loss"})
+    eval_every: int = field(
+        default=0, metadata={"help": "print held-out figures every N steps (0 = only at the end)"}
     )
     seed: int = field(default=0, metadata={"help": "random seed"})
     progress: bool = field(default=True, metadata={"help": "progress bar"})
 
 
-class FrameHeads(nn.Module):
-    """Per-frame prediction heads on the ViT's pooled feature (discarded after pretraining)."""
+# Body parts grouped for the dense part map; left and right share a group, so a mirror keeps the map's
+# meaning (the mirrored image of a left arm is drawn like a right arm).
+PART_GROUPS: dict[str, tuple[str, ...]] = {
+    "head": ("head", "hair", "face"),
+    "trunk": ("torso",),
+    "chest": ("chest",),
+    "upper_arms": ("upper_arm_l", "upper_arm_r"),
+    "forearms": ("forearm_l", "forearm_r"),
+    "thighs": ("thigh_l", "thigh_r"),
+    "shins_feet": ("shin_l", "shin_r", "foot_l", "foot_r"),
+}
+BATCH_KEYS = ("parts", "box", "chest", "shape", "apparatus")
+CELL_PX = 4  # the part map's cell: a patch of p pixels predicts (p / 4)^2 cells per group
+FACING_MIN = 0.5  # |chest x| above this: the chest visibly points left or right (else no facing label)
 
-    def __init__(self, dim: int, num_shapes: int, num_apparatus: int):
+
+class FrameHeads(nn.Module):
+    """Per-frame prediction heads (discarded after pretraining): on the pooled feature, the body axis
+    (unit torso vector hip -> neck in image axes), the chest normal (x, y, z in image axes), the athlete
+    box, body shape, apparatus and visible facing; on every patch token, the body-part map of its
+    pixels (``len(PART_GROUPS)`` groups × (patch / 4)² cells of 4 px)."""
+
+    def __init__(self, dim: int, num_shapes: int, num_apparatus: int, patch_size: int):
         super().__init__()
-        self.regress = nn.Linear(dim, 4 + 4)  # rot cos/sin, twist cos/sin, box (4, normalised)
+        self.cells = patch_size // CELL_PX
+        self.regress = nn.Linear(dim, 2 + 3 + 4)
         self.shape = nn.Linear(dim, num_shapes)
         self.apparatus = nn.Linear(dim, num_apparatus)
         self.facing = nn.Linear(dim, 2)
+        self.parts = nn.Linear(dim, len(PART_GROUPS) * self.cells**2)
 
-    def forward(self, feat: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, pooled: torch.Tensor, patches: torch.Tensor) -> dict[str, torch.Tensor]:
+        """pooled: [B, D]; patches: [B, N, D] on a square grid. ``parts``: [B, groups, G, G] logits,
+        G = grid × cells."""
+        b, n, _ = patches.shape
+        grid, c = math.isqrt(n), self.cells
+        maps = self.parts(patches).view(b, grid, grid, len(PART_GROUPS), c, c)
         return {
-            "regress": self.regress(feat),
-            "shape": self.shape(feat),
-            "apparatus": self.apparatus(feat),
-            "facing": self.facing(feat),
+            "regress": self.regress(pooled),
+            "shape": self.shape(pooled),
+            "apparatus": self.apparatus(pooled),
+            "facing": self.facing(pooled),
+            "parts": maps.permute(0, 3, 1, 4, 2, 5).reshape(b, len(PART_GROUPS), grid * c, grid * c),
         }
 
 
+def run_vit(vit: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The timm ViT's pooled feature and its patch tokens (after the final norm)."""
+    tokens = vit.forward_features(x)
+    return vit.forward_head(tokens, pre_logits=True), tokens[:, vit.num_prefix_tokens :]
+
+
 def load_frames(cfg: PretrainConfig) -> dict[str, torch.Tensor]:
-    """Decode the pretrain clips into memory: uint8 frames [F, 3, H, W] and per-frame targets."""
+    """Decode the pretrain clips into memory: uint8 frames [F, 3, S, S] (S = the model's input size)
+    and per-frame annotations in that frame's pixels: ``parts`` [F, P, 5] capsules, ``box`` [F, 4],
+    ``chest`` [F, 3], and ``shape``, ``apparatus``, ``clip`` ids."""
     root = Path(cfg.data_root)
     ann_path = root / "pretrain" / "frames.jsonl"
     if not ann_path.is_file():
         raise FileNotFoundError(
             f"{ann_path}: no pretraining split (generate it with scripts/make_synthgym.py)"
         )
-    records = [json.loads(line) for line in ann_path.read_text().splitlines() if line.strip()]
+    records = []
+    for line_no, line in enumerate(ann_path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        rec = json.loads(line)
+        if "parts" not in rec["frames"]:
+            raise ValueError(
+                f"{ann_path}:{line_no}: no per-frame body parts (written by SynthGym >= 1.2); "
+                "regenerate the data set with scripts/make_synthgym.py"
+            )
+        records.append(rec)
     apparatus = sorted({r["apparatus"] for r in records})
     size = cfg.model.img_size
-    frames, targets = [], {k: [] for k in ("regress", "shape", "apparatus", "facing", "clip")}
+    frames, clip_ids, keys = [], [], ("parts", "box", "chest", "shape", "apparatus")
+    ann: dict[str, list] = {k: [] for k in keys}
     for ci, rec in enumerate(
         tqdm(records, desc="decode pretrain clips", disable=not cfg.progress, leave=False)
     ):
@@ -115,20 +170,19 @@ def load_frames(cfg: PretrainConfig) -> dict[str, torch.Tensor]:
         video = torch.from_numpy(clip).permute(0, 3, 1, 2)  # [T, 3, H, W]
         frames.append(resize_frames(video, (size, size)))
         fr = rec["frames"]
-        for t in idx:
-            rot, tw = math.radians(fr["rot"][t]), math.radians(fr["twist"][t])
-            x0, y0, x1, y1 = fr["box"][t]
-            targets["regress"].append(
-                [math.cos(rot), math.sin(rot), math.cos(tw), math.sin(tw), x0 / w, y0 / h, x1 / w, y1 / h]
-            )
-            targets["shape"].append(fr["shape_id"][t])
-            targets["apparatus"].append(apparatus.index(rec["apparatus"]))
-            targets["facing"].append(int(rec["facing"] > 0))
-            targets["clip"].append(ci)
-    out = {"frames": torch.cat(frames)}
-    out["regress"] = torch.tensor(targets["regress"], dtype=torch.float32)
-    for k in ("shape", "apparatus", "facing", "clip"):
-        out[k] = torch.tensor(targets[k], dtype=torch.long)
+        px = np.array([size / w, size / h, size / w, size / h], np.float32)
+        parts = np.asarray(fr["parts"], np.float32)[idx]  # [T, P, 5]
+        parts[..., :4] *= px
+        parts[..., 4] *= size / max(h, w)
+        ann["parts"].append(parts)
+        ann["box"].append(np.asarray(fr["box"], np.float32)[idx] * px)
+        ann["chest"].append(np.asarray(fr["chest"], np.float32)[idx])
+        ann["shape"].append(np.asarray(fr["shape_id"])[idx])
+        ann["apparatus"].append(np.full(len(idx), apparatus.index(rec["apparatus"])))
+        clip_ids.append(np.full(len(idx), ci))
+    out = {"frames": torch.cat(frames), "clip": torch.from_numpy(np.concatenate(clip_ids))}
+    for k in keys:
+        out[k] = torch.from_numpy(np.concatenate(ann[k]))
     out["num_apparatus"] = len(apparatus)
     return out
 
@@ -148,55 +202,126 @@ def augment(
     frames: torch.Tensor, batch: dict[str, torch.Tensor], gen: torch.Generator, cfg: PretrainConfig
 ) -> torch.Tensor:
     """Random resized crop (scale jitter as the video pipeline); with ``cfg.mirror`` a random horizontal
-    mirror of half the frames, whose ``batch`` labels follow (facing flips, the box mirrors; rotation,
-    twist and shape are the athlete's own and stay); with ``cfg.permute_channels`` a random RGB order per
-    frame. Without the last two, a small ViT learns each pretraining clip's colours instead of the body:
-    every frame of a clip shares its facing and apparatus."""
+    mirror of half the frames; with ``cfg.permute_channels`` a random RGB order per frame. The geometric
+    annotations of ``batch`` (``parts``, ``box`` in pixels, ``chest``) follow the crop and the mirror.
+    Without the mirror and the channel order, a small ViT learns each pretraining clip's colours instead
+    of the body: every frame of a clip shares its apparatus and palette."""
     n, _, h, w = frames.shape
     scale = float(torch.empty(()).uniform_(1.0, 1.3, generator=gen))
     big = F.interpolate(frames.float(), scale_factor=scale, mode="bilinear", align_corners=False)
     top = int(torch.randint(0, big.shape[2] - h + 1, (), generator=gen))
     left = int(torch.randint(0, big.shape[3] - w + 1, (), generator=gen))
     out = big[:, :, top : top + h, left : left + w]
+    shift = torch.tensor([left, top], dtype=torch.float32)
+    parts, box = batch["parts"].clone(), batch["box"].clone()
+    parts[..., 0:2] = parts[..., 0:2] * scale - shift
+    parts[..., 2:4] = parts[..., 2:4] * scale - shift
+    parts[..., 4] *= scale
+    box = (box.view(n, 2, 2) * scale - shift).view(n, 4)
     if cfg.mirror:
         flip = torch.rand(n, generator=gen) < 0.5
         out = torch.where(flip.view(n, 1, 1, 1), out.flip(3), out)
-        batch["facing"] = torch.where(flip, 1 - batch["facing"], batch["facing"])
-        box = batch["regress"][:, 4:].clone()  # x0, y0, x1, y1 as fractions of the frame
-        mirrored = torch.stack([1 - box[:, 2], box[:, 1], 1 - box[:, 0], box[:, 3]], 1)
-        batch["regress"] = torch.cat([batch["regress"][:, :4], torch.where(flip[:, None], mirrored, box)], 1)
+        f = flip.view(n, 1)
+        parts[..., 0] = torch.where(f, w - parts[..., 0], parts[..., 0])
+        parts[..., 2] = torch.where(f, w - parts[..., 2], parts[..., 2])
+        box = torch.where(f, torch.stack([w - box[:, 2], box[:, 1], w - box[:, 0], box[:, 3]], 1), box)
+        chest = batch["chest"].clone()
+        chest[:, 0] = torch.where(flip, -chest[:, 0], chest[:, 0])
+        batch["chest"] = chest
+    batch["parts"], batch["box"] = parts, box.clamp(0, w)
     if cfg.permute_channels:
         order = torch.argsort(torch.rand(n, 3, generator=gen), dim=1)  # a random permutation per frame
         out = torch.gather(out, 1, order.view(n, 3, 1, 1).expand_as(out))
     return out
 
 
-def losses(pred: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def part_maps(parts: torch.Tensor, size: int, supersample: int = 2) -> torch.Tensor:
+    """Binary body-part maps [B, groups, size / 4, size / 4]: a 4-px cell is on for a group when any of
+    its ``supersample``² sample points lies on one of the group's capsules (within the one-pixel
+    anti-aliasing ramp of the drawn edge, so a limb thinner than the point spacing still marks the
+    cells it crosses). parts: [B, P, 5] in pixels."""
+    names = [name for name, _ in PARTS]
+    step = CELL_PX / supersample
+    centres = (np.arange(size // CELL_PX * supersample, dtype=np.float32) + 0.5) * step
+    p = parts.numpy()
+    cover = capsule_coverage(
+        p[..., 0:2],
+        p[..., 2:4],
+        np.maximum(p[..., 4], 0.5) + 0.5 * step,
+        centres[None, None, None, :],
+        centres[None, None, :, None],
+    )  # [B, P, S, S]
+    groups = np.stack([cover[:, [names.index(n) for n in g]].max(1) for g in PART_GROUPS.values()], 1)
+    return (F.max_pool2d(torch.from_numpy(groups), supersample) > 0).float()
+
+
+def targets(batch: dict[str, torch.Tensor], size: int) -> dict[str, torch.Tensor]:
+    """Training targets from an (augmented) batch of annotations; see :class:`FrameHeads`."""
+    torso = batch["parts"][:, [name for name, _ in PARTS].index("torso")]
+    axis = F.normalize(torso[:, 2:4] - torso[:, 0:2], dim=1)  # hip end -> neck end
+    cx = batch["chest"][:, 0]
+    facing = torch.full_like(batch["shape"], -100)  # ignore_index: chest seen face-on or edge-on
+    facing[cx > FACING_MIN], facing[cx < -FACING_MIN] = 1, 0
     return {
-        "regress": F.smooth_l1_loss(pred["regress"], batch["regress"], beta=0.1),
-        "shape": F.cross_entropy(pred["shape"], batch["shape"]),
-        "apparatus": F.cross_entropy(pred["apparatus"], batch["apparatus"]),
-        "facing": F.cross_entropy(pred["facing"], batch["facing"]),
+        "regress": torch.cat([axis, batch["chest"], batch["box"] / size], 1),
+        "shape": batch["shape"],
+        "apparatus": batch["apparatus"],
+        "facing": facing,
+        "parts": part_maps(batch["parts"], size),
+    }
+
+
+def losses(
+    pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor], parts_weight: float
+) -> dict[str, torch.Tensor]:
+    return {
+        "regress": F.smooth_l1_loss(pred["regress"], target["regress"], beta=0.1),
+        "shape": F.cross_entropy(pred["shape"], target["shape"]),
+        "apparatus": F.cross_entropy(pred["apparatus"], target["apparatus"]),
+        "facing": F.cross_entropy(pred["facing"], target["facing"], ignore_index=-100),
+        "parts": parts_weight * F.binary_cross_entropy_with_logits(pred["parts"], target["parts"]),
     }
 
 
 @torch.no_grad()
-def evaluate(vit: nn.Module, heads: FrameHeads, data: dict, idx: torch.Tensor) -> dict[str, float]:
+def evaluate(vit: nn.Module, heads: FrameHeads, data: dict, idx: torch.Tensor, size: int) -> dict[str, float]:
+    """Held-out frames, unaugmented: class accuracies, visible-facing accuracy (frames with a clear
+    facing), body-axis and chest-direction errors in degrees, part-map IoU."""
     vit.eval()
-    correct = {"shape": 0, "apparatus": 0, "facing": 0}
-    rot_err = []
+    sums = {
+        "shape": 0.0,
+        "apparatus": 0.0,
+        "facing": 0.0,
+        "facing_n": 0,
+        "axis": [],
+        "chest": [],
+        "inter": 0,
+        "union": 0,
+    }
     for chunk in idx.split(512):
-        pred = heads(vit(normalise(data["frames"][chunk])))
-        for k in correct:
-            correct[k] += int((pred[k].argmax(1) == data[k][chunk]).sum())
-        p = pred["regress"][:, :2]
-        t = data["regress"][chunk, :2]
-        err = torch.rad2deg(torch.atan2(p[:, 1], p[:, 0]) - torch.atan2(t[:, 1], t[:, 0]))
-        rot_err.append(((err + 180) % 360 - 180).abs())
+        batch = {k: data[k][chunk] for k in BATCH_KEYS}
+        target = targets(batch, size)
+        pred = heads(*run_vit(vit, normalise(data["frames"][chunk])))
+        for k in ("shape", "apparatus"):
+            sums[k] += float((pred[k].argmax(1) == target[k]).sum())
+        seen = target["facing"] >= 0
+        sums["facing"] += float((pred["facing"].argmax(1)[seen] == target["facing"][seen]).sum())
+        sums["facing_n"] += int(seen.sum())
+        for name, sl in (("axis", slice(0, 2)), ("chest", slice(2, 5))):
+            cos = F.cosine_similarity(pred["regress"][:, sl], target["regress"][:, sl], dim=1)
+            sums[name].append(torch.rad2deg(torch.acos(cos.clamp(-1, 1))))
+        on, truth = pred["parts"] > 0, target["parts"] > 0
+        sums["inter"] += int((on & truth).sum())
+        sums["union"] += int((on | truth).sum())
     vit.train()
-    out = {f"{k}_acc": v / len(idx) for k, v in correct.items()}
-    out["rot_abs_err_deg"] = float(torch.cat(rot_err).mean())
-    return out
+    return {
+        "shape_acc": sums["shape"] / len(idx),
+        "apparatus_acc": sums["apparatus"] / len(idx),
+        "facing_acc": sums["facing"] / max(1, sums["facing_n"]),
+        "axis_err_deg": float(torch.cat(sums["axis"]).mean()),
+        "chest_err_deg": float(torch.cat(sums["chest"]).mean()),
+        "parts_iou": sums["inter"] / max(1, sums["union"]),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(PretrainConfig, args.config, args.overrides)
         out = pretrain(cfg, force=args.force)
-    except (ConfigError, FileNotFoundError, DecodeError) as err:
+    except (ConfigError, FileNotFoundError, DecodeError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"backbone: {out / 'model.safetensors'}")
@@ -229,6 +354,9 @@ def pretrain(cfg: PretrainConfig, force: bool = False) -> Path:
     if not force and meta_path.is_file() and json.loads(meta_path.read_text()).get("fingerprint") == fp:
         print(f"reusing pretrained backbone {out} (same settings and data)")
         return out
+    size = cfg.model.img_size
+    if cfg.model.patch_size % CELL_PX:
+        raise ConfigError(f"model.patch_size must be a multiple of {CELL_PX} (the part map's cell)")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     t0 = time.time()
@@ -239,7 +367,7 @@ def pretrain(cfg: PretrainConfig, force: bool = False) -> Path:
     train_idx, held_idx = torch.nonzero(~is_held).squeeze(1), torch.nonzero(is_held).squeeze(1)
 
     vit = build_image_vit(cfg.model, num_classes=0)
-    heads = FrameHeads(cfg.model.embed_dim, len(SHAPES), data["num_apparatus"])
+    heads = FrameHeads(cfg.model.embed_dim, len(SHAPES), data["num_apparatus"], cfg.model.patch_size)
     params = list(vit.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     warm = max(1, cfg.steps // 20)
@@ -247,18 +375,21 @@ def pretrain(cfg: PretrainConfig, force: bool = False) -> Path:
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps)))
     )
     bar = tqdm(range(cfg.steps), desc="pretrain backbone", disable=not cfg.progress)
-    for _ in bar:
+    for step in bar:
         pick = train_idx[torch.randint(0, len(train_idx), (cfg.batch_size,), generator=gen)]
-        batch = {k: data[k][pick] for k in ("regress", "shape", "apparatus", "facing")}
+        batch = {k: data[k][pick] for k in BATCH_KEYS}
         x = normalise(augment(data["frames"][pick], batch, gen, cfg))
-        parts = losses(heads(vit(x)), batch)
+        parts = losses(heads(*run_vit(vit, x)), targets(batch, size), cfg.parts_weight)
         loss = sum(parts.values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
-    held_metrics = evaluate(vit, heads, data, held_idx)
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+            figures = evaluate(vit, heads, data, held_idx[:2048], size)
+            tqdm.write(f"step {step + 1}: " + ", ".join(f"{k} {v:.3f}" for k, v in figures.items()))
+    held_metrics = evaluate(vit, heads, data, held_idx, size)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "model.safetensors.tmp"
     save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(tmp))

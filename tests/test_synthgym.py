@@ -178,8 +178,19 @@ def test_pretrain_annotations(tiny: Path) -> None:
     assert len(records) == PRESETS["tiny"].pretrain_clips
     for r in records:
         f, n = r["frames"], r["num_frames"]
-        assert all(len(f[k]) == n for k in ("rot", "twist", "shape", "shape_id", "box", "apparatus_px"))
+        assert all(
+            len(f[k]) == n
+            for k in ("rot", "twist", "shape", "shape_id", "box", "apparatus_px", "parts", "chest")
+        )
         boxes = np.array(f["box"])
+        # the drawn body parts (capsules, pixels) span the athlete box, to the box's whole-pixel rounding
+        parts = np.array(f["parts"])  # [T, P, 5]
+        lo = np.minimum(parts[..., 0:2], parts[..., 2:4]) - parts[..., 4:5]
+        hi = np.maximum(parts[..., 0:2], parts[..., 2:4]) + parts[..., 4:5]
+        span = np.concatenate([lo.min(1), hi.max(1)], 1)
+        assert np.abs(span - boxes).max() <= 1.0, r["clip_id"]
+        chest = np.array(f["chest"])
+        np.testing.assert_allclose(np.linalg.norm(chest, axis=1), 1.0, atol=0.01)
         assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
         assert (boxes[:, 2] <= r["width"]).all() and (boxes[:, 3] <= r["height"]).all()
         assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
@@ -272,6 +283,11 @@ def test_facing_is_visible_and_flip_is_a_mirror() -> None:
     # The facing sign only mirrors the scene: the pose track does not depend on it.
     other = dataclasses.replace(nz, facing=-nz.facing)
     np.testing.assert_array_equal(pose_track(CATALOGUE[0], other).pose_vectors(), track.pose_vectors())
+    # The annotations in image axes follow the mirror: chest normal x and the parts' x flip.
+    right, left = (render(track, dataclasses.replace(nz, facing=f), 64, 64, "athlete") for f in (1, -1))
+    assert right.chest[0, 0] > 0.9 and left.chest[0, 0] < -0.9
+    assert right.parts_px[0, face, 0] > right.parts_px[0, hair, 0]
+    assert left.parts_px[0, face, 0] < left.parts_px[0, hair, 0]
 
 
 def test_catalogue_covers_bench_requirements() -> None:

@@ -35,7 +35,7 @@ from gym_qa.synthgym.render import render
 from gym_qa.synthgym.splits import RATES, label_rate_splits
 from gym_qa.synthgym.writer import write_mp4
 
-GENERATOR_VERSION = "1.1"  # 1.1: the athlete close-up camera
+GENERATOR_VERSION = "1.2"  # 1.1: the athlete close-up camera; 1.2: body parts and chest normal in pretrain annotations
 SPLIT_CODES: dict[str, int] = {"train": 1, "val": 2, "test": 3, "pretrain": 4}
 SPLIT_LETTERS: dict[str, str] = {"train": "t", "val": "v", "test": "e", "pretrain": "r"}
 
@@ -322,6 +322,8 @@ def generate_clip(
                 "shape_id": [SHAPES.index(s) for s in track.shape],
                 "box": clip.boxes.tolist(),
                 "apparatus_px": clip.apparatus_px.tolist(),
+                "parts": np.round(clip.parts_px, 1).tolist(),
+                "chest": np.round(clip.chest, 3).tolist(),
             },
         }
     return rec

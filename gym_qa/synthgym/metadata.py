@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from gym_qa.synthgym.athlete import PARTS
 from gym_qa.synthgym.choreography import FPS, MAX_FRAMES, MIN_FRAMES, SHAPES
 from gym_qa.synthgym.elements import (
     EVENTS,
@@ -132,7 +133,10 @@ def write_metadata(
         "augmentations": AUGMENTATIONS,
         "pretrain": "pretrain/frames.jsonl: one JSON object per clip with per-frame rot (deg, forward "
         "positive, relative to take-off facing, wrapped to [-180, 180)), twist (deg, [0, 360)), "
-        "shape / shape_id, box [x0, y0, x1, y1] pixels (exclusive end), apparatus_px",
+        "shape / shape_id, box [x0, y0, x1, y1] pixels (exclusive end), apparatus_px, parts (one "
+        "[x0, y0, x1, y1, radius] capsule in pixels per body part, in the order of part_names), chest "
+        "(the chest normal in image axes: x right, y down, z toward the camera)",
+        "part_names": [name for name, _ in PARTS],
     }
     _write(out / "meta.json", json.dumps(meta, indent=1) + "\n")
     _write(out / "README.md", _readme(meta))

@@ -36,13 +36,17 @@ CAMERAS = ("scene", "athlete")
 class RenderedClip:
     """frames: (T, H, W, 3) uint8 RGB; boxes: (T, 4) athlete box x0, y0, x1, y1 in pixels (exclusive
     end); apparatus_px: (T,) visible apparatus pixels; apparatus_rgb: the apparatus' main colour as
-    drawn; scale: (T,) pixels per metre."""
+    drawn; scale: (T,) pixels per metre; parts_px: (T, P, 5) every drawn body part of
+    :data:`~gym_qa.synthgym.athlete.PARTS` as a capsule x0, y0, x1, y1, radius in pixels (image axes: x
+    right, y down); chest: (T, 3) the chest normal in image axes (x right, y down, z toward the camera)."""
 
     frames: np.ndarray
     boxes: np.ndarray
     apparatus_px: np.ndarray
     apparatus_rgb: tuple[int, int, int]
     scale: np.ndarray
+    parts_px: np.ndarray
+    chest: np.ndarray
 
 
 def capsule_coverage(
@@ -172,6 +176,7 @@ def render(
     f = nz.facing
     app = apparatus_for(track.element.event)
     caps = capsules(track.fk, np.column_stack([track.x, track.y]), track.twist, nz.body)
+    front = track.fk["front"]  # (T, 3) chest normal in the facing frame
     p0 = caps.p0[..., :2] * np.array([f, 1.0])
     p1 = caps.p1[..., :2] * np.array([f, 1.0])
     lo = np.minimum(p0, p1) - caps.radius[..., None]
@@ -300,4 +305,6 @@ def render(
         apparatus_px=apparatus_px,
         apparatus_rgb=tuple(round(float(v)) for v in main),
         scale=cam.s,
+        parts_px=np.concatenate([q0, q1, rad[..., None]], -1).astype(np.float32),
+        chest=np.stack([f * front[:, 0], -front[:, 1], front[:, 2]], 1).astype(np.float32),
     )
