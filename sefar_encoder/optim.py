@@ -2,7 +2,10 @@
 
 SGD with Nesterov momentum 0.9, lr 5e-3, x0.1 at 25/30 and 28/30 of training (the paper's recipe), or
 AdamW with linear warm-up and cosine decay for small CPU runs. Weight decay applies to weight matrices
-only: a model's ``no_weight_decay()`` names the norms, biases and embeddings it exempts.
+only: a model's ``no_weight_decay()`` names the norms, biases and embeddings it exempts. Optional
+layer-wise learning-rate decay (as in BEiT / MAE fine-tuning): a model's ``layer_id(name)`` places each
+parameter at a depth 0..L+1 (embeddings 0, block i at i + 1, the head L + 1) and its lr is scaled by
+``layer_decay ** (L + 1 - depth)``, so a pretrained backbone moves less than the new head.
 """
 
 from __future__ import annotations
@@ -26,22 +29,34 @@ class OptimConfig:
     )
     warmup_fraction: float = field(default=0.0, metadata={"help": "adamw: linear warm-up fraction"})
     grad_clip: float = field(default=0.0, metadata={"help": "max gradient norm; 0 = no clipping"})
+    layer_decay: float = field(
+        default=1.0,
+        metadata={"help": "lr x layer_decay^(L + 1 - depth): embeddings depth 0, block i i + 1; 1 = off"},
+    )
 
 
 def build_optimizer(
     cfg: OptimConfig, model: torch.nn.Module, extra: list[torch.nn.Module]
 ) -> torch.optim.Optimizer:
-    """Weight decay on weight matrices only (not norms, biases, embeddings: SPEC §2.3)."""
-    decay, no_decay = [], []
+    """Weight decay on weight matrices only (not norms, biases, embeddings: SPEC §2.3); one parameter
+    group per (lr scale, decay) pair, the scale in each group's ``lr_scale`` (read by :func:`set_lr`)."""
+    if not 0.0 < cfg.layer_decay <= 1.0:
+        raise ValueError(f"optim.layer_decay must be in (0, 1], got {cfg.layer_decay}")
+    groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
     for module in [model, *extra]:
         skip = module.no_weight_decay()
+        top = module.num_layers + 1 if cfg.layer_decay < 1.0 else 0
         for name, p in module.named_parameters():
             if p.requires_grad:
-                (no_decay if name in skip else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+                scale = cfg.layer_decay ** (top - module.layer_id(name)) if top else 1.0
+                groups.setdefault((scale, name not in skip), []).append(p)
+    param_groups = [
+        {"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0, "lr_scale": scale}
+        for (scale, decay), ps in sorted(groups.items(), key=lambda kv: (-kv[0][0], not kv[0][1]))
+    ]
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+        return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.AdamW(param_groups, lr=cfg.lr)
 
 
 def lr_factor(cfg: OptimConfig, step: int, total: int) -> float:
@@ -57,5 +72,5 @@ def lr_factor(cfg: OptimConfig, step: int, total: int) -> float:
 def set_lr(optimizer: torch.optim.Optimizer, cfg: OptimConfig, step: int, total: int) -> float:
     lr = cfg.lr * lr_factor(cfg, step, total)
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     return lr

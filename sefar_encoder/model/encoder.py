@@ -163,6 +163,22 @@ class SeFAREncoder(nn.Module):
         return names | {n for n, p in self.named_parameters() if p.ndim <= 1}
 
     @property
+    def num_layers(self) -> int:
+        """Transformer blocks of the backbone (the depth scale of :meth:`layer_id`)."""
+        return len(self.backbone.blocks)
+
+    def layer_id(self, name: str) -> int:
+        """Depth of a parameter for layer-wise lr decay: patch/position/time embeddings and the class
+        token 0, backbone block i i + 1, everything after the blocks (final norm, fusion head) L + 1."""
+        if name.startswith("backbone.blocks."):
+            return int(name.split(".")[2]) + 1
+        if name.startswith(
+            ("backbone.patch_embed", "backbone.pos_embed", "backbone.cls_token", "backbone.time_embeds")
+        ):
+            return 0
+        return self.num_layers + 1
+
+    @property
     def grid_size(self) -> tuple[int, int]:
         """Patch grid ``(gh, gw)`` of one frame — what :meth:`TubeMix.sample` needs."""
         return self.backbone.grid_size
