@@ -6,14 +6,15 @@
 The backbone (a ``scripts/pretrain_image_backbone.py`` checkpoint: ``model.safetensors`` with the
 ``config.json`` beside it) encodes ``--frames`` frames per clip, one from the middle of each of as many
 equal segments; nothing is trained but a linear classifier (full-batch Adam, L2 ``--l2``) on the train
-list's features, scored on the test list. Two readouts:
+list's features, scored on the test list (and, when the data root has a SynthGym ``meta.json``, on its
+class pairs: which member of each forward/backward or twist pair the probe prefers). Two readouts:
 
 - ``ordered``: the per-frame features concatenated in time order — a linear model can use the order;
 - ``mean``: their mean over time — order-blind, the frame-pool baseline's view of the clip.
 
 The gap between these and a fine-tuned encoder's accuracy tells whether a run is limited by what the
 backbone sees or by the training budget. --out gets ``{"ordered": {...}, "mean": {...}}`` with
-``train_top1``, ``test_mean_class`` and ``test_top1`` (fractions), plus the settings; the figures are also
+``train_top1``, ``test_mean_class``, ``test_top1`` and ``pairs_<kind>`` (fractions), plus the settings; the figures are also
 printed.
 """
 
@@ -37,6 +38,7 @@ from pretrain_image_backbone import normalise  # the backbone's own input normal
 
 from gym_qa.lists import ListFileError, read_list
 from sefar_encoder.decoding import DecodeError, open_video
+from sefar_encoder.metrics import pair_accuracy
 from sefar_encoder.model.encoder import ModelConfig
 from sefar_encoder.model.image_vit import build_image_vit
 from sefar_encoder.transforms import resize_frames
@@ -68,9 +70,15 @@ def clip_features(
 
 
 def fit_probe(
-    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, l2: float
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    l2: float,
+    pairs: dict[str, list[list[int]]] | None = None,
 ) -> dict[str, float]:
-    """Standardise on train, fit a linear softmax classifier, score train top-1 and test accuracy."""
+    """Standardise on train, fit a linear softmax classifier, score train top-1 and test accuracy, and
+    for each kind of class ``pairs`` which member of the pair the probe prefers (``pairs_<kind>``)."""
     mu, sd = train_x.mean(0), train_x.std(0) + 1e-6
     a, b = (train_x - mu) / sd, (test_x - mu) / sd
     classes = int(max(train_y.max(), test_y.max())) + 1
@@ -84,11 +92,15 @@ def fit_probe(
     with torch.no_grad():
         hit = (linear(b).argmax(1) == test_y).float()
         per_class = [float(hit[test_y == c].mean()) for c in range(classes) if (test_y == c).any()]
-        return {
+        out = {
             "train_top1": float((linear(a).argmax(1) == train_y).float().mean()),
             "test_top1": float(hit.mean()),
             "test_mean_class": float(np.mean(per_class)),
         }
+        probs = linear(b).softmax(1).numpy()
+        for kind, pair_list in (pairs or {}).items():
+            out[f"pairs_{kind}"] = pair_accuracy(probs, test_y.numpy(), pair_list)["accuracy"]
+        return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,20 +126,25 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ListFileError, DecodeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    meta = root / "meta.json"
+    pairs = json.loads(meta.read_text()).get("pairs") if meta.is_file() else None
     result = {
         "backbone": args.backbone,
         "data_root": args.data_root,
         "frames": args.frames,
         "train_clips": len(train[1]),
         "test_clips": len(test[1]),
-        "ordered": fit_probe(train[0].flatten(1), train[1], test[0].flatten(1), test[1], args.l2),
-        "mean": fit_probe(train[0].mean(1), train[1], test[0].mean(1), test[1], args.l2),
+        "ordered": fit_probe(train[0].flatten(1), train[1], test[0].flatten(1), test[1], args.l2, pairs),
+        "mean": fit_probe(train[0].mean(1), train[1], test[0].mean(1), test[1], args.l2, pairs),
     }
     for name in ("ordered", "mean"):
         r = result[name]
+        pair_text = "".join(
+            f", {k} {100 * v:.1f} %" for k, v in r.items() if k.startswith("pairs_") and v is not None
+        )
         print(
             f"{name:8s} train top-1 {100 * r['train_top1']:.1f} %, test mean class "
-            f"{100 * r['test_mean_class']:.1f} %, test top-1 {100 * r['test_top1']:.1f} %"
+            f"{100 * r['test_mean_class']:.1f} %, test top-1 {100 * r['test_top1']:.1f} %{pair_text}"
         )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ def test_probe_writes_both_readouts(synthgym_tiny, tmp_path) -> None:  # noqa: F
     result = json.loads(out.read_text())
     assert result["frames"] == 4 and result["train_clips"] > 0 and result["test_clips"] > 0
     for name in ("ordered", "mean"):
-        assert set(result[name]) == {"train_top1", "test_top1", "test_mean_class"}
+        assert {"train_top1", "test_top1", "test_mean_class", "pairs_direction"} <= set(result[name])
         assert all(0.0 <= v <= 1.0 for v in result[name].values())
 
 
