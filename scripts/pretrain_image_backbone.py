@@ -147,8 +147,11 @@ def load_frames(cfg: PretrainConfig) -> dict[str, torch.Tensor]:
     for line_no, line in enumerate(ann_path.read_text().splitlines(), 1):
         if not line.strip():
             continue
-        rec = json.loads(line)
-        if "parts" not in rec["frames"]:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{ann_path}:{line_no}: not a JSON object ({err.msg})") from None
+        if "parts" not in rec.get("frames", {}):
             raise ValueError(
                 f"{ann_path}:{line_no}: no per-frame body parts (written by SynthGym >= 1.2); "
                 "regenerate the data set with scripts/make_synthgym.py"
@@ -379,8 +382,8 @@ def pretrain(cfg: PretrainConfig, force: bool = False) -> Path:
         pick = train_idx[torch.randint(0, len(train_idx), (cfg.batch_size,), generator=gen)]
         batch = {k: data[k][pick] for k in BATCH_KEYS}
         x = normalise(augment(data["frames"][pick], batch, gen, cfg))
-        parts = losses(heads(*run_vit(vit, x)), targets(batch, size), cfg.parts_weight)
-        loss = sum(parts.values())
+        loss_terms = losses(heads(*run_vit(vit, x)), targets(batch, size), cfg.parts_weight)
+        loss = sum(loss_terms.values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

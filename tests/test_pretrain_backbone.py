@@ -108,3 +108,11 @@ def test_old_annotations_without_parts_are_refused_with_the_line(tmp_path) -> No
     cfg = dataclasses.replace(pretrain.PretrainConfig(), data_root=str(tmp_path), progress=False)
     with pytest.raises(ValueError, match=r"frames\.jsonl:2: no per-frame body parts"):
         pretrain.load_frames(cfg)
+
+
+def test_a_broken_annotation_line_is_refused_with_the_line(tmp_path) -> None:
+    (tmp_path / "pretrain").mkdir()
+    (tmp_path / "pretrain" / "frames.jsonl").write_text('{"frames": {}\n')
+    cfg = dataclasses.replace(pretrain.PretrainConfig(), data_root=str(tmp_path), progress=False)
+    with pytest.raises(ValueError, match=r"frames\.jsonl:1: not a JSON object"):
+        pretrain.load_frames(cfg)
