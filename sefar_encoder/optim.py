@@ -16,6 +16,8 @@ from typing import Literal
 
 import torch
 
+from sefar_encoder.config import ConfigError
+
 
 @dataclass
 class OptimConfig:
@@ -41,7 +43,7 @@ def build_optimizer(
     """Weight decay on weight matrices only (not norms, biases, embeddings: SPEC §2.3); one parameter
     group per (lr scale, decay) pair, the scale in each group's ``lr_scale`` (read by :func:`set_lr`)."""
     if not 0.0 < cfg.layer_decay <= 1.0:
-        raise ValueError(f"optim.layer_decay must be in (0, 1], got {cfg.layer_decay}")
+        raise ConfigError(f"optim.layer_decay must be in (0, 1], got {cfg.layer_decay}")
     groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
     for module in [model, *extra]:
         skip = module.no_weight_decay()
