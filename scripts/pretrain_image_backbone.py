@@ -92,6 +92,9 @@ PART_GROUPS: dict[str, tuple[str, ...]] = {
     "thighs": ("thigh_l", "thigh_r"),
     "shins_feet": ("shin_l", "shin_r", "foot_l", "foot_r"),
 }
+PART_NAMES = [name for name, _ in PARTS]
+GROUP_PARTS = [[PART_NAMES.index(n) for n in names] for names in PART_GROUPS.values()]  # part indices
+TORSO = PART_NAMES.index("torso")
 BATCH_KEYS = ("parts", "box", "chest", "shape", "apparatus")
 CELL_PX = 4  # the part map's cell: a patch of p pixels predicts (p / 4)^2 cells per group
 FACING_MIN = 0.5  # |chest x| above this: the chest visibly points left or right (else no facing label)
@@ -159,8 +162,8 @@ def load_frames(cfg: PretrainConfig) -> dict[str, torch.Tensor]:
         records.append(rec)
     apparatus = sorted({r["apparatus"] for r in records})
     size = cfg.model.img_size
-    frames, clip_ids, keys = [], [], ("parts", "box", "chest", "shape", "apparatus")
-    ann: dict[str, list] = {k: [] for k in keys}
+    frames, clip_ids = [], []
+    ann: dict[str, list] = {k: [] for k in BATCH_KEYS}
     for ci, rec in enumerate(
         tqdm(records, desc="decode pretrain clips", disable=not cfg.progress, leave=False)
     ):
@@ -184,7 +187,7 @@ def load_frames(cfg: PretrainConfig) -> dict[str, torch.Tensor]:
         ann["apparatus"].append(np.full(len(idx), apparatus.index(rec["apparatus"])))
         clip_ids.append(np.full(len(idx), ci))
     out = {"frames": torch.cat(frames), "clip": torch.from_numpy(np.concatenate(clip_ids))}
-    for k in keys:
+    for k in BATCH_KEYS:
         out[k] = torch.from_numpy(np.concatenate(ann[k]))
     out["num_apparatus"] = len(apparatus)
     return out
@@ -243,7 +246,6 @@ def part_maps(parts: torch.Tensor, size: int, supersample: int = 2) -> torch.Ten
     its ``supersample``² sample points lies on one of the group's capsules (within the one-pixel
     anti-aliasing ramp of the drawn edge, so a limb thinner than the point spacing still marks the
     cells it crosses). parts: [B, P, 5] in pixels."""
-    names = [name for name, _ in PARTS]
     step = CELL_PX / supersample
     centres = (np.arange(size // CELL_PX * supersample, dtype=np.float32) + 0.5) * step
     p = parts.numpy()
@@ -254,13 +256,13 @@ def part_maps(parts: torch.Tensor, size: int, supersample: int = 2) -> torch.Ten
         centres[None, None, None, :],
         centres[None, None, :, None],
     )  # [B, P, S, S]
-    groups = np.stack([cover[:, [names.index(n) for n in g]].max(1) for g in PART_GROUPS.values()], 1)
+    groups = np.stack([cover[:, idx].max(1) for idx in GROUP_PARTS], 1)
     return (F.max_pool2d(torch.from_numpy(groups), supersample) > 0).float()
 
 
 def targets(batch: dict[str, torch.Tensor], size: int) -> dict[str, torch.Tensor]:
     """Training targets from an (augmented) batch of annotations; see :class:`FrameHeads`."""
-    torso = batch["parts"][:, [name for name, _ in PARTS].index("torso")]
+    torso = batch["parts"][:, TORSO]
     axis = F.normalize(torso[:, 2:4] - torso[:, 0:2], dim=1)  # hip end -> neck end
     cx = batch["chest"][:, 0]
     facing = torch.full_like(batch["shape"], -100)  # ignore_index: chest seen face-on or edge-on

@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,22 +35,11 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from pretrain_image_backbone import normalise  # the backbone's own input normalisation
 
-from gym_qa.lists import ListFileError, read_list
+from gym_qa.lists import read_list
+from mllm.encoders.framepool import load_frame_backbone
 from sefar_encoder.decoding import DecodeError, open_video
 from sefar_encoder.metrics import pair_accuracy
-from sefar_encoder.model.encoder import ModelConfig
-from sefar_encoder.model.image_vit import build_image_vit
 from sefar_encoder.transforms import resize_frames
-
-
-def load_backbone(path: Path) -> tuple[torch.nn.Module, ModelConfig]:
-    meta_path = path.parent / "config.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path}: no backbone config next to the weights")
-    config = ModelConfig(**json.loads(meta_path.read_text())["architecture"])
-    vit = build_image_vit(config, num_classes=0)
-    vit.load_state_dict(load_file(str(path)))
-    return vit.eval(), config
 
 
 @torch.no_grad()
@@ -109,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--backbone", required=True, help="model.safetensors of a pretrained frame backbone")
+    parser.add_argument(
+        "--backbone", required=True, help="a pretrained frame backbone: its folder or its model.safetensors"
+    )
     parser.add_argument("--data-root", required=True, help="data set folder (SynthGym layout)")
     parser.add_argument("--train-list", default="splits/100/train.csv", help="relative to --data-root")
     parser.add_argument("--test-list", default="test.csv", help="relative to --data-root")
@@ -120,10 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     root = Path(args.data_root)
     try:
-        vit, config = load_backbone(Path(args.backbone))
+        backbone = Path(args.backbone)
+        vit, config = load_frame_backbone(backbone.parent if backbone.is_file() else backbone)
+        vit.eval()
         train = clip_features(vit, root / args.train_list, args.frames, config.img_size)
         test = clip_features(vit, root / args.test_list, args.frames, config.img_size)
-    except (FileNotFoundError, ListFileError, DecodeError) as err:
+    except (FileNotFoundError, ValueError, DecodeError) as err:  # ValueError: bad list line, config
         print(f"error: {err}", file=sys.stderr)
         return 1
     meta = root / "meta.json"

@@ -47,10 +47,9 @@ def build_optimizer(
     groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
     for module in [model, *extra]:
         skip = module.no_weight_decay()
-        top = module.num_layers + 1 if cfg.layer_decay < 1.0 else 0
         for name, p in module.named_parameters():
             if p.requires_grad:
-                scale = cfg.layer_decay ** (top - module.layer_id(name)) if top else 1.0
+                scale = cfg.layer_decay ** (module.num_layers + 1 - module.layer_id(name))  # 1 when off
                 groups.setdefault((scale, name not in skip), []).append(p)
     param_groups = [
         {"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0, "lr_scale": scale}

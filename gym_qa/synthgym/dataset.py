@@ -35,7 +35,8 @@ from gym_qa.synthgym.render import render
 from gym_qa.synthgym.splits import RATES, label_rate_splits
 from gym_qa.synthgym.writer import write_mp4
 
-GENERATOR_VERSION = "1.2"  # 1.1: the athlete close-up camera; 1.2: body parts and chest normal in pretrain annotations
+# 1.1: the athlete close-up camera; 1.2: body parts and chest normal in the pretraining annotations
+GENERATOR_VERSION = "1.2"
 SPLIT_CODES: dict[str, int] = {"train": 1, "val": 2, "test": 3, "pretrain": 4}
 SPLIT_LETTERS: dict[str, str] = {"train": "t", "val": "v", "test": "e", "pretrain": "r"}
 

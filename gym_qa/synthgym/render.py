@@ -145,8 +145,8 @@ def _camera(
     s0 = min(s_nom, s_fit)
     tau = np.linspace(0.0, 1.0, t) if t > 1 else np.zeros(1)
     s = s0 * (1.0 + nz.zoom_rate * (tau - 0.5))
-    half_y = (height / 2 - margin_px) / s  # (T,)
     if mode == "athlete":
+        half_y = (height / 2 - margin_px) / s  # (T,)
         free_y = np.maximum(0.0, half_y - 0.5 * (hi[:, 1] - lo[:, 1]))
         target_y = _smooth(0.5 * (lo[:, 1] + hi[:, 1])) + 0.8 * nz.cam_offset[1] * free_y
         cy = np.clip(target_y, hi[:, 1] - half_y, lo[:, 1] + half_y)

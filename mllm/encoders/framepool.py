@@ -105,7 +105,7 @@ def build_framepool(
     path = Path(path_or_id)
     model_kwargs = dict(model_kwargs or {})
     if path.is_dir():
-        vit, config = _frame_backbone(path)
+        vit, config = load_frame_backbone(path)
         layout = image_vit_kwargs(config)  # the ViT fields, not the video ones
         if backbone is not None and dict(backbone) != layout:
             raise ValueError(
@@ -141,7 +141,7 @@ def build_framepool(
     return FramePoolEncoder(vit.eval(), preprocess, spatial_grid=spatial_grid, **options)
 
 
-def _frame_backbone(directory: Path) -> tuple[nn.Module, ModelConfig]:
+def load_frame_backbone(directory: Path) -> tuple[nn.Module, ModelConfig]:
     """The SynthGym frame-pretrained backbone folder: ``config.json`` ("architecture") + weights."""
     meta_file, weights = directory / "config.json", directory / "model.safetensors"
     if not meta_file.is_file() or not weights.is_file():
