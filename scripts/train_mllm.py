@@ -108,7 +108,7 @@ from sefar_encoder.checkpoint import (
     unprefixed,
     write_text_atomic,
 )
-from sefar_encoder.config import ConfigError, config_epilog, load_config, save_config
+from sefar_encoder.config import ConfigError, check_resume_config, config_epilog, load_config, save_config
 from sefar_encoder.dataset import BadClipsError
 from sefar_encoder.decoding import DecodeError
 
@@ -537,6 +537,9 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     run_dir = Path(stage.out_dir)
     if resume and (run_dir / "metrics.json").is_file():
         return json.loads((run_dir / "metrics.json").read_text())
+    if resume:
+        may_differ = {"progress", "keep_checkpoints", "features.num_workers"}
+        check_resume_config(run_dir / "config.yaml", cfg, frozenset(may_differ))
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "metrics.json").unlink(missing_ok=True)  # a finished run's summary, now outdated

@@ -205,6 +205,39 @@ def save_config(cfg: Any, path: str | Path) -> None:
     tmp.replace(path)
 
 
+def check_resume_config(path: str | Path, cfg: Any, may_differ: frozenset[str] = frozenset()) -> None:
+    """Refuse to resume the run whose config is at ``path`` with different settings.
+
+    A resumed run must end where the uninterrupted one would, so every dotted key present in both the
+    saved and the new config must have the same value, except the keys in ``may_differ`` (those that do
+    not change what is computed, e.g. progress bars or worker counts). Keys only one side has (a field
+    added or removed by a newer version of the code) are not compared. Raises :class:`ConfigError`
+    naming the file and each differing key; does nothing when ``path`` does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return
+    try:
+        saved = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(d, dict):
+            return {prefix[:-1]: d}
+        return {k: v for key, value in d.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+
+    old, new = flat(saved), flat(to_dict(cfg))
+    changed = [
+        f"{k}: {old[k]!r} -> {new[k]!r}" for k in old if k in new and k not in may_differ and old[k] != new[k]
+    ]
+    if changed:
+        raise ConfigError(
+            f"{path}: --resume with settings other than the run's own ({'; '.join(changed)}); resume with "
+            "the same settings, or start a new run in another out_dir"
+        )
+
+
 def config_help(cls: type, prefix: str = "", cfg: Any = None, source: str = "") -> list[str]:
     """One line per leaf key, ``key (type, default X): help`` — used by scripts' ``--help``.
 

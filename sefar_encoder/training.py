@@ -43,7 +43,7 @@ from tqdm import tqdm
 from gym_qa.hierarchy import Hierarchy
 from gym_qa.lists import ListFileError, read_list
 from sefar_encoder.checkpoint import latest_checkpoint, write_text_atomic
-from sefar_encoder.config import ConfigError, save_config
+from sefar_encoder.config import ConfigError, check_resume_config, save_config
 from sefar_encoder.dataset import (
     DataConfig,
     SemiSupervisedLoader,
@@ -417,6 +417,11 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             signal.signal(signal.SIGTERM, previous_handler)
 
 
+# Settings a resumed run may change: they do not alter what is computed. (Not data.cache_dir: cached
+# frames are resized to data.cache_short_side, so clips larger than that give other pixels.)
+RESUME_MAY_DIFFER = frozenset({"progress", "keep_checkpoints", "data.num_workers"})
+
+
 def setup(cfg: TrainConfig, resume: bool) -> tuple[TrainContext | None, RunState]:
     """Build everything :func:`train_and_finish` needs and restore the latest checkpoint when resuming;
     ``(None, ...)`` when resuming a run that has already finished."""
@@ -427,6 +432,8 @@ def setup(cfg: TrainConfig, resume: bool) -> tuple[TrainContext | None, RunState
     run_dir = Path(cfg.out_dir)
     if (run_dir / "metrics.json").exists() and resume:
         return None, RunState()
+    if resume:
+        check_resume_config(run_dir / "config.yaml", cfg, RESUME_MAY_DIFFER)
     if acc.is_main_process:
         if not resume:
             forget_previous_run(run_dir)

@@ -8,6 +8,7 @@ import yaml
 
 from sefar_encoder.config import (
     ConfigError,
+    check_resume_config,
     config_epilog,
     config_help,
     load_config,
@@ -127,3 +128,27 @@ def test_help_shows_the_values_of_the_given_config(tmp_path: Path):
     bad.write_text("optim:\n  lrr: 1\n")
     text = config_epilog(RunConfig, ["--config", str(bad)])
     assert "not shown" in text and "optim.lrr" in text and "optim.lr (float, default 0.005)" in text
+
+
+def test_resume_config_must_match_the_saved_one(tmp_path: Path):
+    path = tmp_path / "config.yaml"
+    cfg = load_config(RunConfig, None, ["optim.lr=0.1", "views=[2,2,4]"])
+    check_resume_config(path, cfg)  # no saved config yet: nothing to compare
+    save_config(cfg, path)
+    check_resume_config(path, load_config(RunConfig, path))  # the same settings, read back from YAML
+    check_resume_config(path, load_config(RunConfig, path, ["flip=false"]), frozenset({"flip"}))
+    with pytest.raises(ConfigError) as err:
+        check_resume_config(path, load_config(RunConfig, path, ["optim.lr=0.2", "views=[8]"]))
+    message = str(err.value)
+    assert str(path) in message and "optim.lr: 0.1 -> 0.2" in message and "views: [2, 2, 4] -> [8]" in message
+    assert "seed" not in message  # unchanged keys are not listed
+
+
+def test_resume_config_ignores_keys_only_one_side_has(tmp_path: Path):
+    path = tmp_path / "config.yaml"
+    saved = yaml.safe_load(yaml.safe_dump({"seed": 0, "optim": {"lr": 0.005}, "removed_field": 1}))
+    path.write_text(yaml.safe_dump(saved))  # an older run: no "tag", an extra "removed_field"
+    check_resume_config(path, RunConfig())
+    path.write_text("seed: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        check_resume_config(path, RunConfig())

@@ -31,6 +31,7 @@ from synthgym_fixtures import (
 
 from sefar_encoder import training
 from sefar_encoder.checkpoint import TMP_PREFIX, latest_checkpoint, load_checkpoint
+from sefar_encoder.config import ConfigError
 
 COMMON = RESUME_COMMON
 VOLATILE = {"seconds", "minutes"}  # wall-clock fields: the only ones allowed to differ
@@ -136,6 +137,13 @@ def test_crash_between_epochs_and_stale_temp_files(synthgym_tiny, train, referen
         train.run(cfg)
     monkeypatch.undo()
     assert latest_checkpoint(run_dir).name == "epoch_0001"
+    # A resume with other settings is refused before anything is touched; progress bars may differ.
+    changed = tiny_train_config(synthgym_tiny, run_dir, *COMMON, "optim.weight_decay=0.5", "progress=true")
+    with pytest.raises(
+        ConfigError, match=r"config\.yaml: --resume with settings .*optim\.weight_decay: .* -> 0\.5"
+    ) as err:
+        train.run(changed, resume=True)
+    assert "progress" not in str(err.value)
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2  # epoch 2 was logged already
     # leftovers of a write interrupted by the crash
     stale_dir = run_dir / "checkpoints" / f"{TMP_PREFIX}epoch_0002"

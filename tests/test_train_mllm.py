@@ -32,7 +32,7 @@ from mllm.instruction_data import (
 from mllm.multimodal_model import MultimodalModel
 from mllm.prompting import PromptBuilder
 from mllm.tokenizer import load_tokenizer
-from sefar_encoder.config import load_config
+from sefar_encoder.config import load_config, save_config
 
 train = load_script("train_mllm")
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,6 +238,16 @@ def test_bad_configuration_exits_1(mllm_data, tiny_llm_dir, tmp_path, capsys):  
     config = write_config(tmp_path / "d.yaml", mllm_data, tiny_llm_dir, tmp_path, align={"batch_size": 16})
     assert train.main(["--config", str(config), "--stage", "align"]) == 1
     assert "exceeds the 8 training samples" in capsys.readouterr().err
+
+
+def test_resume_with_other_settings_exits_1(mllm_data, tiny_llm_dir, tmp_path, capsys):  # noqa: F811
+    config = write_config(tmp_path / "c.yaml", mllm_data, tiny_llm_dir, tmp_path)
+    cfg = load_config(train.TrainConfig, config, ["stage=align", "seed=5", "progress=true"])
+    save_config(cfg, Path(cfg.align.out_dir) / "config.yaml")  # a run started with seed 5
+    assert train.main(["--config", str(config), "--stage", "align", "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert "config.yaml: --resume with settings" in err and "seed: 5 -> 0" in err
+    assert "progress" not in err  # a setting that does not change the run may differ
 
 
 @pytest.mark.slow
