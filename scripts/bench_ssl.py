@@ -10,6 +10,8 @@ table — hours of CPU — can be built in the background across sessions. Aggre
 runs and writes ``docs/results/ssl_bench.json``: an object keyed ``"<job>"`` (e.g. ``"sefar@10"``) with
 ``mean``, ``std`` (mean class accuracy on test, %), ``runs`` (per seed), ``minutes`` (mean wall time per
 run), pair accuracies, and a ``machine`` entry; plus a Markdown table on stdout (``--markdown-out``).
+A job with no finished run under ``--runs`` keeps its entry from the existing JSON (marked ``"kept"``; use
+``--fresh`` to drop them), so a table survives its run folders.
 """
 
 from __future__ import annotations
@@ -85,8 +87,24 @@ def run_job(job: str, seed: int, args: argparse.Namespace, backbone: Path) -> Pa
     return run_dir
 
 
-def aggregate(args: argparse.Namespace) -> dict:
-    """Summarise every finished run under ``args.runs``."""
+def previous_table(path: Path) -> dict:
+    """The JSON an earlier aggregation wrote (``{}`` when there is none); a broken file is an error."""
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"{path}: line {e.lineno}: not valid JSON ({e.msg}); fix or move it, or use --fresh")
+
+
+def aggregate(args: argparse.Namespace, previous: dict | None = None) -> dict:
+    """Summarise every finished run under ``args.runs``.
+
+    A job with no finished run there keeps its entry from ``previous`` (an earlier aggregation, possibly
+    made from run folders that are gone, e.g. on another machine), marked ``"kept": true``; a job with
+    finished runs is recomputed from them alone, so seeds of one row never mix sources.
+    """
+    previous = previous or {}
     table: dict = {}
     per_seed: dict[str, dict[int, float]] = {}
     for job in JOBS:
@@ -94,6 +112,9 @@ def aggregate(args: argparse.Namespace) -> dict:
         for metrics_path in sorted((Path(args.runs) / job).glob("seed*/metrics.json")):
             runs[int(metrics_path.parent.name[4:])] = json.loads(metrics_path.read_text())
         if not runs:
+            if job in previous:
+                table[job] = {**previous[job], "kept": True}
+                per_seed[job] = dict(zip(previous[job]["seeds"], previous[job]["runs"], strict=True))
             continue
         accs = {s: 100 * m["test"]["mean_class"] for s, m in runs.items()}
         per_seed[job] = accs
@@ -144,10 +165,13 @@ def markdown(table: dict) -> str:
         e = table[job]
         pairs = f"{e['pairs_direction']:.1f}" if "pairs_direction" in e else "–"
         twists = f"{e['pairs_twists']:.1f}" if "pairs_twists" in e else "–"
+        name = f"{job} †" if e.get("kept") else job
         lines.append(
-            f"| {job} | {e['mean']:.1f} ± {e['std']:.1f} | {len(e['runs'])} | {e['top1']:.1f} | {pairs} | "
+            f"| {name} | {e['mean']:.1f} ± {e['std']:.1f} | {len(e['runs'])} | {e['top1']:.1f} | {pairs} | "
             f"{twists} | {e['minutes']:.1f} |"
         )
+    if any(e.get("kept") for job, e in table.items() if job in JOBS):
+        lines += ["", "† kept from the previous aggregation: no finished run of this job under --runs."]
     if table.get("ablation_steps"):
         lines += ["", "| ablation step (paired per seed) | Δ mean class (points) |", "|---|---|"]
         for name, d in table["ablation_steps"].items():
@@ -172,14 +196,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aggregate-only", action="store_true", help="do not train; tabulate finished runs")
     parser.add_argument("--json-out", default="docs/results/ssl_bench.json", help="aggregated JSON")
     parser.add_argument("--markdown-out", default=None, help="also write the Markdown table here")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="tabulate only the runs under --runs; by default a job with no finished run there keeps its "
+        'entry from the existing --json-out (marked "kept")',
+    )
     args = parser.parse_args(argv)
+    previous = {} if args.fresh else previous_table(Path(args.json_out))
     if not args.aggregate_only:
         pcfg = load_config(PretrainConfig, args.pretrain_config, [f"data_root={args.data}", "progress=false"])
         backbone = pretrain(pcfg) / "model.safetensors"
         for seed in args.seeds:  # seed-major: a partial table has every method at seed 0 first
             for job in args.jobs:
                 run_job(job, seed, args, backbone)
-    table = aggregate(args)
+    table = aggregate(args, previous)
     Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json_out).write_text(json.dumps(table, indent=1) + "\n")
     md = markdown(table)

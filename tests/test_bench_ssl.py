@@ -1,0 +1,79 @@
+"""scripts/bench_ssl.py aggregation: the table from finished runs' metrics.json, and entries of jobs whose run
+folders are gone kept from the previous JSON (marked), never mixed with new runs of the same job."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mllm_run_fixtures import load_script
+
+bench = load_script("bench_ssl")
+
+
+def write_run(runs: Path, job: str, seed: int, mean_class: float, minutes: float = 2.0) -> None:
+    run = runs / job / f"seed{seed}"
+    run.mkdir(parents=True)
+    test = {"mean_class": mean_class, "top1": mean_class, "pairs_direction": {"accuracy": 0.5}}
+    (run / "metrics.json").write_text(json.dumps({"test": test, "minutes": minutes}))
+
+
+def aggregate(tmp_path: Path, *extra: str) -> dict:
+    bench.main(["--aggregate-only", "--runs", str(tmp_path / "runs"), "--json-out", str(tmp_path / "t.json"),
+                "--markdown-out", str(tmp_path / "t.md"), *extra])  # fmt: skip
+    return json.loads((tmp_path / "t.json").read_text())
+
+
+def test_table_and_paired_steps_from_finished_runs(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for seed, (a, b) in enumerate([(0.20, 0.25), (0.30, 0.32)]):
+        write_run(runs, "ablation-none@10", seed, a)
+        write_run(runs, "ablation-dual@10", seed, b)
+    (runs / "sefar@10" / "seed0").mkdir(parents=True)  # unfinished: no metrics.json
+    table = aggregate(tmp_path)
+    assert table["ablation-none@10"]["runs"] == pytest.approx([20.0, 30.0])
+    assert table["ablation-none@10"]["mean"] == pytest.approx(25.0)
+    assert table["ablation-none@10"]["std"] == pytest.approx(7.0711, abs=1e-3)
+    assert table["ablation-none@10"]["pairs_direction"] == pytest.approx(50.0)
+    assert "sefar@10" not in table
+    step = table["ablation_steps"]["ablation-dual@10 - ablation-none@10"]
+    assert step["mean"] == pytest.approx(3.5) and step["seeds"] == [0, 1]
+    assert step["std"] == pytest.approx(2.1213, abs=1e-3)
+    assert "| ablation-dual@10 | 28.5 ± 4.9 | 2 |" in (tmp_path / "t.md").read_text()
+
+
+def test_jobs_without_runs_keep_their_previous_entry(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    write_run(runs, "ablation-none@10", 0, 0.20)
+    write_run(runs, "ablation-none@10", 1, 0.30)
+    first = aggregate(tmp_path)
+    # the run folders of that job are gone; another job's runs are new
+    for seed in (0, 1):
+        (runs / "ablation-none@10" / f"seed{seed}" / "metrics.json").unlink()
+    write_run(runs, "ablation-dual@10", 1, 0.40)
+    second = aggregate(tmp_path)
+    kept = second["ablation-none@10"]
+    assert kept.pop("kept") is True
+    assert kept == first["ablation-none@10"]
+    assert "kept" not in second["ablation-dual@10"]
+    # the paired step uses the kept per-seed values, on the seeds both rows have
+    step = second["ablation_steps"]["ablation-dual@10 - ablation-none@10"]
+    assert step["seeds"] == [1] and step["mean"] == pytest.approx(10.0)
+    md = (tmp_path / "t.md").read_text()
+    assert "| ablation-none@10 † |" in md and "† kept" in md
+    # a new run of a kept job replaces the whole entry: seeds of one row never mix sources
+    write_run(runs, "ablation-none@10", 2, 0.10)
+    third = aggregate(tmp_path)
+    assert (
+        third["ablation-none@10"]["runs"] == pytest.approx([10.0]) and "kept" not in third["ablation-none@10"]
+    )
+    # --fresh tabulates only what is under --runs
+    (runs / "ablation-none@10" / "seed2" / "metrics.json").unlink()
+    assert "ablation-none@10" not in aggregate(tmp_path, "--fresh")
+
+
+def test_broken_previous_json_is_an_error_naming_the_file(tmp_path):
+    (tmp_path / "t.json").write_text('{"sefar@10": \n')
+    with pytest.raises(SystemExit, match=r"t\.json: line 2: not valid JSON"):
+        aggregate(tmp_path)
