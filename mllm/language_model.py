@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from peft import (
+    LoraConfig,
+    PeftModel,
+    get_peft_model,
+    prepare_model_for_kbit_training,
+    set_peft_model_state_dict,
+)
+from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import (
@@ -194,6 +201,14 @@ def save_adapter(model: PeftModel, directory: str | Path) -> None:
 def load_adapter(model: PreTrainedModel, directory: str | Path, *, trainable: bool = False) -> PeftModel:
     """Attach a saved adapter to ``model`` (trainable to resume stage B, frozen for evaluation)."""
     return PeftModel.from_pretrained(model, str(directory), is_trainable=trainable)
+
+
+def load_adapter_weights(model: PreTrainedModel | PeftModel, file: str | Path) -> list[str] | None:
+    """Copy a saved ``adapter_model.safetensors`` into ``model``'s adapter (same LoRA settings). Returns the
+    file's keys the adapter has no place for, or ``None`` when ``model`` has no adapter."""
+    if not isinstance(model, PeftModel):
+        return None
+    return list(set_peft_model_state_dict(model, load_file(str(file))).unexpected_keys)
 
 
 def merge_lora(base: str | Path, adapter: str | Path, out: str | Path, *, dtype: str = "float32") -> Path:

@@ -58,7 +58,6 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, broadcast_object_list, gather_object
-from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file
 from tqdm import tqdm
 
@@ -84,7 +83,7 @@ from mllm.instruction_data import (
     question_samples,
     write_instruction_meta,
 )
-from mllm.language_model import LLMConfig, LoraOptions
+from mllm.language_model import LLMConfig, LoraOptions, load_adapter_weights
 from mllm.multimodal_model import (
     ADAPTER_DIR,
     PROJECTOR_FILE,
@@ -294,11 +293,10 @@ def load_init(model: MultimodalModel, directory: Path, fingerprint: str) -> None
         model.projector.load_state_dict(load_file(str(directory / PROJECTOR_FILE)))
     except RuntimeError as err:
         raise ConfigError(f"init_from {directory}: projector does not match ({err})") from None
-    if meta["adapter"] and isinstance(model.llm, PeftModel):
-        state = load_file(str(directory / ADAPTER_DIR / "adapter_model.safetensors"))
-        result = set_peft_model_state_dict(model.llm, state)
-        if result.unexpected_keys:
-            raise ConfigError(f"init_from {directory}: adapter keys {result.unexpected_keys[:3]} do not fit")
+    if meta["adapter"]:
+        unexpected = load_adapter_weights(model.llm, directory / ADAPTER_DIR / "adapter_model.safetensors")
+        if unexpected:
+            raise ConfigError(f"init_from {directory}: adapter keys {unexpected[:3]} do not fit")
 
 
 def lr_at(stage: StageConfig, step: int, total: int) -> float:

@@ -1,6 +1,7 @@
 """LLM loading, the 4-bit config, LoRA placement, gradient checkpointing, adapter save/load and the tiny LLM."""
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from mllm.language_model import (
     apply_lora,
     build_quantization_config,
     load_adapter,
+    load_adapter_weights,
     load_language_model,
     lora_target_modules,
     save_adapter,
@@ -101,6 +103,25 @@ def test_adapter_save_load_round_trip(tmp_path: Path, tiny_llm_dir: Path):  # no
         assert torch.allclose(model(input_ids=ids).logits, reloaded(input_ids=ids).logits, atol=1e-6)
         assert not torch.allclose(model(input_ids=ids).logits, load_language_model(cfg)(input_ids=ids).logits)
     assert not any(p.requires_grad for p in reloaded.parameters())
+    # the weights alone, into a fresh adapter with the same settings (stage B's init_from)
+    fresh = apply_lora(load_language_model(cfg), LoraOptions(enabled=True, r=4, alpha=8))
+    assert load_adapter_weights(fresh, tmp_path / "adapter" / "adapter_model.safetensors") == []
+    fresh.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=ids).logits, fresh(input_ids=ids).logits, atol=1e-6)
+    assert (
+        load_adapter_weights(load_language_model(cfg), tmp_path / "adapter" / "adapter_model.safetensors")
+        is None
+    )
+
+
+def test_only_the_unused_cpu_4bit_kernel_warning_is_dropped(caplog: pytest.LogCaptureFixture):
+    """mllm/__init__.py filters bitsandbytes' import-time notice about a CPU 4-bit kernel it could not fetch."""
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        logger.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s.", "offline")
+        logger.warning("some other bitsandbytes warning")
+    assert [r.getMessage() for r in caplog.records] == ["some other bitsandbytes warning"]
 
 
 def test_tiny_llm_directory_loads_like_vicuna(tiny_llm_dir: Path):  # noqa: F811
