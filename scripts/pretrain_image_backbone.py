@@ -194,7 +194,8 @@ def load_frames(cfg: PretrainConfig) -> dict[str, torch.Tensor]:
 
 
 def fingerprint(cfg: PretrainConfig) -> str:
-    """Hash of the settings and of the pretrain annotations: same hash = same backbone."""
+    """Hash of the settings and of the pretrain annotations: same hash = same recipe and data. Two trainings
+    of one recipe are close but not bit-identical (held-out figures within ~1 point: docs/RESULTS.md)."""
     settings = {k: v for k, v in to_dict(cfg).items() if k not in ("out_dir", "progress")}
     ann = (Path(cfg.data_root) / "pretrain" / "frames.jsonl").read_bytes()
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode() + ann).hexdigest()[:16]
