@@ -299,6 +299,10 @@ def load_init(model: MultimodalModel, directory: Path, fingerprint: str) -> None
             raise ConfigError(f"init_from {directory}: adapter keys {unexpected[:3]} do not fit")
 
 
+# Settings a resumed run may change: they do not alter what is computed.
+RESUME_MAY_DIFFER = frozenset({"progress", "keep_checkpoints", "features.num_workers"})
+
+
 def lr_at(stage: StageConfig, step: int, total: int) -> float:
     """Linear warm-up over ``warmup_fraction`` of the steps, then cosine to 0 (LLaVA's schedule)."""
     warm = int(stage.warmup_fraction * total)
@@ -536,8 +540,7 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     if resume and (run_dir / "metrics.json").is_file():
         return json.loads((run_dir / "metrics.json").read_text())
     if resume:
-        may_differ = {"progress", "keep_checkpoints", "features.num_workers"}
-        check_resume_config(run_dir / "config.yaml", cfg, frozenset(may_differ))
+        check_resume_config(run_dir / "config.yaml", cfg, RESUME_MAY_DIFFER)
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "metrics.json").unlink(missing_ok=True)  # a finished run's summary, now outdated

@@ -162,6 +162,17 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     return nested
 
 
+def _read_mapping(path: Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (``{}`` when empty); :class:`ConfigError` otherwise."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return data
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Defaults of ``cls``, then the YAML file at ``path``, then ``key.sub=value`` overrides."""
     cfg = cls()
@@ -169,13 +180,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
-        cfg = _merge(cfg, data, str(path))
+        cfg = _merge(cfg, _read_mapping(path), str(path))
     if overrides:
         cfg = _merge(cfg, parse_overrides(overrides), "command line")
     return cfg
@@ -217,10 +222,7 @@ def check_resume_config(path: str | Path, cfg: Any, may_differ: frozenset[str] =
     path = Path(path)
     if not path.is_file():
         return
-    try:
-        saved = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    saved = _read_mapping(path)
 
     def flat(d: Any, prefix: str = "") -> dict[str, Any]:
         if not isinstance(d, dict):
