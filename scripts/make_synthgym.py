@@ -17,13 +17,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from gym_qa.synthgym.dataset import PRESETS, generate_dataset
+from gym_qa.synthgym.nuisance import STYLES
 from gym_qa.synthgym.render import CAMERAS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sizes = "; ".join(
         f"{p.name}: {len(p.glabels)} classes, ~{p.pool_per_class}/class train pool, {p.val_per_class}/class val, "
-        f"{p.test_per_class}/class test, {p.pretrain_clips} pretraining clips"
+        f"{p.test_per_class}/class test, {p.pretrain_clips} pretraining clips, {p.camera} camera, {p.style} style"
+        + (f", element window >= {p.min_element_share:g} of a clip" if p.min_element_share else "")
         for p in PRESETS.values()
     )
     ap = argparse.ArgumentParser(
@@ -52,6 +54,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="scene: the apparatus stays in view; athlete: a close-up that follows the athlete "
         "vertically too (about twice the athlete's size). Default: the preset's",
+    )
+    ap.add_argument(
+        "--style",
+        choices=STYLES,
+        default=None,
+        help="legible: every body part in its own fixed colour on a plain background; cluttered: random "
+        "colours, clutter, wall gradient, stronger noise and compression. Default: the preset's",
     )
     ap.add_argument("--workers", type=int, default=None, help="parallel processes (default: CPU count)")
     ap.add_argument(
@@ -85,11 +94,15 @@ def main(argv: list[str] | None = None) -> int:
         height=args.size[1],
         progress=not args.quiet,
         camera=args.camera,
+        style=args.style,
     )
     summary = {
         "out": str(args.out),
         "preset": args.preset,
+        "style": meta["style"],
         "classes": meta["num_classes"],
+        "frames_per_clip": meta["frames_per_clip"],
+        "element_share": meta["element_share"],
         "sizes": meta["sizes"],
         "seconds": round(time.time() - start, 1),
     }

@@ -42,7 +42,9 @@ def tiny(tmp_path_factory) -> Path:
 
 
 def _frames_in_id(clip_id: str) -> int:
-    return int(clip_id.split("_E_")[1].split("_")[1])
+    """Frames of a clip: its action span ``A_<start>_<end>`` (the whole event ``E`` when untrimmed)."""
+    start, end = clip_id.split("_A_")[1].split("_")
+    return int(end) - int(start)
 
 
 def _decode_av(path: Path) -> np.ndarray:
@@ -204,18 +206,25 @@ def test_pretrain_annotations(tiny: Path) -> None:
 @pytest.mark.parametrize("event", ["FX", "VT", "BB", "UB"])
 def test_athlete_camera_keeps_the_athlete_inside_and_larger(event: str) -> None:
     """The close-up keeps the whole athlete in every frame and draws it clearly larger than the scene
-    camera does (the bench preset relies on it: at 64 px the scene camera's athlete is 4-6 px wide)."""
+    camera does (the bench preset relies on it: at 64 px the scene camera's athlete is 4-6 px wide), also
+    in the bench preset's legible style and trimming."""
     elements = [e for e in CATALOGUE if e.event == event][:4]
+    bench = PRESETS["bench"]
     ratios = []
     for i, e in enumerate(elements):
         nz = sample_nuisance(10 + i, 1.0)
         track = pose_track(e, nz)
         near, far = render(track, nz, 64, 64, "athlete"), render(track, nz, 64, 64, "scene")
-        b = near.boxes
-        assert (
-            (b[:, 0] >= 0).all() and (b[:, 1] >= 0).all() and (b[:, 2] <= 64).all() and (b[:, 3] <= 64).all()
-        )
-        assert (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all(), "the athlete left the frame"
+        legible = sample_nuisance(10 + i, 1.0, bench.style)
+        trimmed = render(pose_track(e, legible, bench.min_element_share), legible, 64, 64, bench.camera)
+        for b in (near.boxes, trimmed.boxes):
+            assert (
+                (b[:, 0] >= 0).all()
+                and (b[:, 1] >= 0).all()
+                and (b[:, 2] <= 64).all()
+                and (b[:, 3] <= 64).all()
+            )
+            assert (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all(), "the athlete left the frame"
         ratios.append(float(np.median(near.scale) / np.median(far.scale)))
     assert min(ratios) >= 1.0 and np.mean(ratios) >= 1.4, ratios
 
@@ -311,4 +320,4 @@ def test_script_help() -> None:
     out = subprocess.run(
         [sys.executable, str(script), "--help"], capture_output=True, text=True, check=True
     ).stdout
-    assert "--preset" in out and "--difficulty" in out and "bench" in out
+    assert "--preset" in out and "--difficulty" in out and "--style" in out and "bench" in out

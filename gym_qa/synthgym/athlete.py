@@ -26,23 +26,24 @@ from gym_qa.synthgym.nuisance import Body
 JOINTS: tuple[str, ...] = ("hip_l", "hip_r", "knee_l", "knee_r", "sh_l", "sh_r", "el_l", "el_r", "abd")
 J = {name: i for i, name in enumerate(JOINTS)}
 
-# Body parts in drawing-list order; colour keys index the palette.
+# Body parts in drawing-list order; colour keys are fields of nuisance.Palette (the cluttered palette gives
+# sleeves the leotard's colour and bare limbs the skin's, the legible one each limb its own colour).
 PARTS: tuple[tuple[str, str], ...] = (
     ("torso", "leotard"),
     ("chest", "front"),
     ("head", "skin"),
     ("hair", "hair"),
     ("face", "face"),
-    ("upper_arm_l", "leotard"),
-    ("forearm_l", "skin"),
-    ("upper_arm_r", "leotard"),
-    ("forearm_r", "skin"),
-    ("thigh_l", "skin"),
-    ("shin_l", "skin"),
-    ("foot_l", "skin"),
-    ("thigh_r", "skin"),
-    ("shin_r", "skin"),
-    ("foot_r", "skin"),
+    ("upper_arm_l", "sleeve_l"),
+    ("forearm_l", "arm_l"),
+    ("upper_arm_r", "sleeve_r"),
+    ("forearm_r", "arm_r"),
+    ("thigh_l", "leg_l"),
+    ("shin_l", "leg_l"),
+    ("foot_l", "leg_l"),
+    ("thigh_r", "leg_r"),
+    ("shin_r", "leg_r"),
+    ("foot_r", "leg_r"),
 )
 
 

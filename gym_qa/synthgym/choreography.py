@@ -14,13 +14,19 @@ element (angles equal modulo 360°), while take-off and landing are the same seg
 Durations never depend on direction or twist count, so pairs rendered with the same nuisance seed
 have identical frame counts and windows. :func:`pose_track` exposes all of it without rendering.
 
+A performance is laid out with MIN_FRAMES..MAX_FRAMES frames. Like FineGym's action spans inside an
+event, ``pose_track(..., min_element_share=s)`` then keeps only the element window plus as much run-up
+and landing as leaves the window at least a fraction ``s`` of the clip (``PoseTrack.span`` says which
+frames of the whole performance were kept); pairs stay aligned, since the cut depends on the windows
+and the nuisance only.
+
 Units: metres, degrees, frames at :data:`FPS`. Shape notation: T frames, D pose-vector width.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -148,7 +154,8 @@ class PoseTrack:
     x, y: (T,) hip centre in the facing frame (metres); rot, twist: (T,) degrees; joints: (T, 9)
     degrees in :data:`JOINTS` order; support: (T,) AIR/GROUND/HANG/BRIDGE; shape: T labels from
     :data:`SHAPES`; windows: name → [start, end) frames ("flight": the rotation/flight window of the
-    element, "turn": turns on one leg or in handstand); fk: joints relative to the hip (T, 3) each.
+    element, "turn": turns on one leg or in handstand); span: the frames [start, end) of the whole
+    performance (``full_frames`` long) this track holds; fk: joints relative to the hip (T, 3) each.
     """
 
     element: Element
@@ -161,6 +168,8 @@ class PoseTrack:
     shape: list[str]
     windows: dict[str, tuple[int, int]]
     speed: float
+    span: tuple[int, int]
+    full_frames: int
     fk: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
 
     @property
@@ -171,6 +180,31 @@ class PoseTrack:
         """The span of all element windows: outside it, the element's own motion does not show."""
         starts, ends = zip(*self.windows.values())
         return min(starts), max(ends)
+
+    def element_share(self) -> float:
+        """Fraction of the clip's frames inside :meth:`core_window`."""
+        a, b = self.core_window()
+        return (b - a) / self.num_frames
+
+    def crop(self, start: int, end: int) -> PoseTrack:
+        """Frames [start, end) of this track, which must contain every element window."""
+        a, b = self.core_window()
+        if not 0 <= start <= a or not b <= end <= self.num_frames:
+            raise ValueError(f"crop [{start}, {end}) must contain the element window [{a}, {b})")
+        keep = slice(start, end)
+        return replace(
+            self,
+            x=self.x[keep],
+            y=self.y[keep],
+            rot=self.rot[keep],
+            twist=self.twist[keep],
+            joints=self.joints[keep],
+            support=self.support[keep],
+            shape=self.shape[keep],
+            windows={k: (w0 - start, w1 - start) for k, (w0, w1) in self.windows.items()},
+            span=(self.span[0] + start, self.span[0] + end),
+            fk={k: v[keep] for k, v in self.fk.items()},
+        )
 
     def pose_vectors(self) -> np.ndarray:
         """(T, D) per-frame pose vectors in :data:`POSE_FIELDS` order; angles as cos/sin so that a
@@ -789,12 +823,29 @@ def _build(element: Element, nz: Nuisance, speed: float, n_in: int, n_out: int) 
     return tl
 
 
-def pose_track(element: Element, nuisance: Nuisance) -> PoseTrack:
-    """Lay out the element's timeline for this clip's nuisance and solve where the body is.
+def _context_span(n: int, core: tuple[int, int], min_share: float, nz: Nuisance) -> tuple[int, int]:
+    """The frames [start, end) of an ``n``-frame performance that keep the element window ``core`` and as
+    much context as leaves the window at least ``min_share`` of them. The context is split before/after
+    in the proportion of the nuisance's lead-in and lead-out, so where the element sits in the clip
+    still varies from clip to clip; a side with too few frames gives the rest to the other."""
+    a, b = core
+    budget = int(np.floor((b - a) * (1.0 - min_share) / min_share + 1e-9))
+    before = min(a, round(budget * nz.lead_in / (nz.lead_in + nz.lead_out)))
+    after = min(n - b, budget - before)
+    before = min(a, budget - after)
+    return a - before, b + after
+
+
+def pose_track(element: Element, nuisance: Nuisance, min_element_share: float = 0.0) -> PoseTrack:
+    """Lay out the element's timeline for this clip's nuisance and solve where the body is; with
+    ``min_element_share`` in (0, 1], trim the run-up and landing so that the element window is at
+    least that fraction of the clip (0: keep the whole performance).
 
     Deterministic; depends on the element only through its attributes, and on the nuisance only
     through speed, context lengths, body, twist sense, lead leg and position.
     """
+    if not 0.0 <= min_element_share <= 1.0:
+        raise ValueError(f"min_element_share must be in [0, 1], got {min_element_share}")
     speed = nuisance.speed
     for _ in range(20):
         probe = _build(element, nuisance, speed, 2, 2)
@@ -809,7 +860,7 @@ def pose_track(element: Element, nuisance: Nuisance) -> PoseTrack:
         perm = [JOINTS.index(k.replace("_l", "_R").replace("_r", "_l").replace("_R", "_r")) for k in JOINTS]
         joints = joints[:, perm]
     x, y, fk = _solve_supports(tl, nuisance.body, joints)
-    return PoseTrack(
+    track = PoseTrack(
         element=element,
         x=x,
         y=y,
@@ -820,18 +871,24 @@ def pose_track(element: Element, nuisance: Nuisance) -> PoseTrack:
         shape=tl.shape,
         windows=dict(tl.windows),
         speed=speed,
+        span=(0, tl.n),
+        full_frames=tl.n,
         fk=fk,
     )
+    if min_element_share > 0:
+        track = track.crop(*_context_span(tl.n, track.core_window(), min_element_share, nuisance))
+    return track
 
 
 def element_poses(
-    element: Element | int, nuisance_seed: int, difficulty: float = 1.0
+    element: Element | int, nuisance_seed: int, difficulty: float = 1.0, min_element_share: float = 0.0
 ) -> tuple[np.ndarray, dict[str, tuple[int, int]]]:
     """Per-frame pose vectors (T, D) in :data:`POSE_FIELDS` order and the element windows of an element
-    (or its glabel) rendered with a nuisance seed — what the clip would show, without drawing it."""
+    (or its glabel) rendered with a nuisance seed — what the clip would show, without drawing it. Pass
+    the preset's ``min_element_share`` to get the trimmed clip's frames."""
     from gym_qa.synthgym.elements import BY_GLABEL
     from gym_qa.synthgym.nuisance import sample_nuisance
 
     e = BY_GLABEL[element] if isinstance(element, int) else element
-    track = pose_track(e, sample_nuisance(nuisance_seed, difficulty))
+    track = pose_track(e, sample_nuisance(nuisance_seed, difficulty), min_element_share)
     return track.pose_vectors(), dict(track.windows)

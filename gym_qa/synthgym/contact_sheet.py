@@ -34,10 +34,12 @@ def write_contact_sheet(
     width: int = 64,
     height: int = 64,
     camera: str = "scene",
+    style: str = "cluttered",
     max_rows: int = 8,
     columns: int = 10,
 ) -> None:
-    """Render the chosen classes' first val clips again (same frames as the files, before compression)."""
+    """Render the chosen classes' first val clips again (same frames as the files, before compression),
+    trimmed by the preset's ``min_element_share``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,7 +56,7 @@ def write_contact_sheet(
         left=0.01, right=0.99, top=1 - 0.45 / (len(rows) * 1.22 + 0.4), bottom=0.01, wspace=0.05, hspace=0.32
     )
     for r, spec in enumerate(rows):
-        track, clip, _ = render_clip(spec, difficulty, width, height, camera)
+        track, clip, _ = render_clip(spec, difficulty, width, height, camera, style, preset.min_element_share)
         window = track.core_window()
         for c, i in enumerate(np.linspace(0, track.num_frames - 1, columns).round().astype(int)):
             ax = axes[r][c]
@@ -69,8 +71,8 @@ def write_contact_sheet(
         e = track.element
         axes[r][0].set_title(f"[{spec.label}] ({e.event}) {e.name}", loc="left", fontsize=7, pad=2)
     fig.suptitle(
-        f"SynthGym {preset.name}, seed {seed}, difficulty {difficulty:g}, {camera} camera — frame numbers top left, "
-        "red border: element window",
+        f"SynthGym {preset.name}, seed {seed}, difficulty {difficulty:g}, {camera} camera, {style} style — "
+        "frame numbers top left, red border: element window",
         fontsize=7,
     )
     path = Path(path)

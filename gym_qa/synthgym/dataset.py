@@ -28,15 +28,16 @@ from tqdm import tqdm
 
 from gym_qa.lists import write_list
 from gym_qa.synthgym.apparatus import apparatus_for
-from gym_qa.synthgym.choreography import FPS, SHAPES, pose_track
+from gym_qa.synthgym.choreography import FPS, SHAPES, PoseTrack, pose_track
 from gym_qa.synthgym.elements import BY_GLABEL, CATALOGUE, Element
-from gym_qa.synthgym.nuisance import sample_nuisance
-from gym_qa.synthgym.render import render
+from gym_qa.synthgym.nuisance import STYLES, Nuisance, sample_nuisance
+from gym_qa.synthgym.render import RenderedClip, render
 from gym_qa.synthgym.splits import RATES, label_rate_splits
 from gym_qa.synthgym.writer import write_mp4
 
-# 1.1: the athlete close-up camera; 1.2: body parts and chest normal in the pretraining annotations
-GENERATOR_VERSION = "1.2"
+# 1.1: the athlete close-up camera; 1.2: body parts and chest normal in the pretraining annotations;
+# 1.3: render styles (legible: a colour per body part, plain background) and FineGym-style trimming
+GENERATOR_VERSION = "1.3"
 SPLIT_CODES: dict[str, int] = {"train": 1, "val": 2, "test": 3, "pretrain": 4}
 SPLIT_LETTERS: dict[str, str] = {"train": "t", "val": "v", "test": "e", "pretrain": "r"}
 
@@ -54,6 +55,9 @@ class Preset:
     pretrain_clips: int
     imbalance: float = 0.0
     camera: str = "scene"  # render.CAMERAS: "scene" keeps the apparatus in view, "athlete" is a close-up
+    style: str = "cluttered"  # nuisance.STYLES: random colours and clutter, or a fixed colour per body part
+    # > 0: trim run-up and landing so the element window is at least this share of every clip
+    min_element_share: float = 0.0
 
 
 def _g(event: str, *names: str) -> tuple[int, ...]:
@@ -143,15 +147,18 @@ PRESETS: dict[str, Preset] = {
         imbalance=0.4,
     ),
     # scripts/quickstart.py: the tiny preset's 12 elements (forward/backward, twist and turn pairs) with
-    # enough clips for the semi-supervised encoder and the MLLM stages to learn in a few CPU minutes
+    # enough clips for the semi-supervised encoder and the MLLM stages to learn in a few CPU minutes; the
+    # legible style, so that a frame shows facing and left/right, trimmed around the element like FineGym
     "quickstart": Preset(
         "quickstart",
         _TINY,
         pool_per_class=30,
         val_per_class=4,
         test_per_class=8,
-        pretrain_clips=480,  # varied enough that the frame ViT learns bodies, not each clip's colours
+        pretrain_clips=480,
         camera="athlete",
+        style="legible",
+        min_element_share=0.6,
     ),
     # scripts/bench_ssl.py: 40 elements (the small preset's and 13 more: direction, shape, twist and turn
     # pairs on all four apparatus) seen by the close-up camera; 10 % labels = 8 clips per class
@@ -190,9 +197,11 @@ PRESETS: dict[str, Preset] = {
         pool_per_class=80,
         val_per_class=13,
         test_per_class=25,
-        pretrain_clips=2400,  # many clips: with few, the frame ViT memorises each clip's colours
+        pretrain_clips=2400,  # many clips: varied bodies, timings and camera framings for the frame ViT
         imbalance=0.5,
         camera="athlete",
+        style="legible",
+        min_element_share=0.6,
     ),
     # the whole catalogue (67 elements) with the scene camera: the athlete is 4-6 px wide at 64 px, which
     # the tiny CPU model cannot resolve (docs/RESULTS.md); meant for larger frames and models
@@ -225,9 +234,10 @@ class ClipSpec:
         return f"SG{SPLIT_LETTERS[self.split]}{self.index:08d}"
 
 
-def clip_id(spec: ClipSpec, num_frames: int) -> str:
-    """FineGym's ``<ytid>_E_<start>_<end>_A_<start>_<end>`` with times in frames of the clip itself."""
-    return f"{spec.stem}_E_{0:06d}_{num_frames:06d}_A_{0:04d}_{num_frames:04d}"
+def clip_id(spec: ClipSpec, full_frames: int, span: tuple[int, int]) -> str:
+    """FineGym's ``<ytid>_E_<start>_<end>_A_<start>_<end>``, in frames: the event is the whole performance
+    (``full_frames``), the action the ``span`` of it the clip holds (all of it when untrimmed)."""
+    return f"{spec.stem}_E_{0:06d}_{full_frames:06d}_A_{span[0]:04d}_{span[1]:04d}"
 
 
 def nuisance_seed(seed: int, split: str, index: int) -> int:
@@ -278,20 +288,36 @@ def _wrap180(a: np.ndarray) -> np.ndarray:
     return (np.asarray(a) + 180.0) % 360.0 - 180.0
 
 
-def render_clip(spec: ClipSpec, difficulty: float, width: int = 64, height: int = 64, camera: str = "scene"):
-    """Pose track and rendered frames of one planned clip (no file written)."""
+def render_clip(
+    spec: ClipSpec,
+    difficulty: float,
+    width: int = 64,
+    height: int = 64,
+    camera: str = "scene",
+    style: str = "cluttered",
+    min_element_share: float = 0.0,
+) -> tuple[PoseTrack, RenderedClip, Nuisance]:
+    """Pose track (trimmed by ``min_element_share``) and rendered frames of one planned clip (no file
+    written)."""
     element = BY_GLABEL[spec.glabel]
-    nz = sample_nuisance(spec.nuisance_seed, difficulty)
-    track = pose_track(element, nz)
+    nz = sample_nuisance(spec.nuisance_seed, difficulty, style)
+    track = pose_track(element, nz, min_element_share)
     return track, render(track, nz, width, height, camera), nz
 
 
 def generate_clip(
-    spec: ClipSpec, video_dir: str, difficulty: float, width: int, height: int, camera: str = "scene"
+    spec: ClipSpec,
+    video_dir: str,
+    difficulty: float,
+    width: int,
+    height: int,
+    camera: str = "scene",
+    style: str = "cluttered",
+    min_element_share: float = 0.0,
 ) -> dict:
     """Render and write one clip; returns its record (and per-frame annotations for pretrain clips)."""
-    track, clip, nz = render_clip(spec, difficulty, width, height, camera)
-    cid = clip_id(spec, track.num_frames)
+    track, clip, nz = render_clip(spec, difficulty, width, height, camera, style, min_element_share)
+    cid = clip_id(spec, track.full_frames, track.span)
     write_mp4(Path(video_dir) / f"{cid}.mp4", clip.frames, fps=FPS, crf=nz.crf)
     rec = {
         "split": spec.split,
@@ -300,6 +326,7 @@ def generate_clip(
         "label": spec.label,
         "glabel": spec.glabel,
         "num_frames": track.num_frames,
+        "element_share": track.element_share(),
     }
     if spec.split == "pretrain":
         e = track.element
@@ -349,17 +376,21 @@ def generate_dataset(
     height: int = 64,
     progress: bool = True,
     camera: str | None = None,
+    style: str | None = None,
 ) -> dict:
     """Write a complete SynthGym data set to ``out`` (see docs/synthgym.md for the layout).
 
     Returns the summary also written to ``meta.json``. ``workers`` defaults to the CPU count; 1 runs in
-    this process; ``camera`` defaults to the preset's.
+    this process; ``camera`` and ``style`` default to the preset's; the trimming is the preset's.
     """
     from gym_qa.synthgym.contact_sheet import write_contact_sheet
     from gym_qa.synthgym.metadata import write_metadata
 
     preset = PRESETS[preset] if isinstance(preset, str) else preset
     camera = camera or preset.camera
+    style = style or preset.style
+    if style not in STYLES:  # before any clip is rendered
+        raise ValueError(f"unknown style {style!r}; choose one of {STYLES}")
     out = Path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     (out / "pretrain" / "videos").mkdir(parents=True, exist_ok=True)
@@ -372,6 +403,8 @@ def generate_dataset(
             width,
             height,
             camera,
+            style,
+            preset.min_element_share,
         )
         for s in specs
     ]
@@ -427,11 +460,12 @@ def generate_dataset(
         seed=seed,
         difficulty=difficulty,
         camera=camera,
+        style=style,
         sizes=sizes,
         width=width,
         height=height,
         version=GENERATOR_VERSION,
         rates=RATES,
     )
-    write_contact_sheet(out / "contact_sheet.png", preset, seed, difficulty, width, height, camera)
+    write_contact_sheet(out / "contact_sheet.png", preset, seed, difficulty, width, height, camera, style)
     return meta

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 EVENTS: dict[str, str] = {"VT": "vault", "FX": "floor exercise", "BB": "balance beam", "UB": "uneven bars"}
 EVENT_DIGIT: dict[str, int] = {"VT": 1, "FX": 2, "BB": 3, "UB": 4}
 
-# FineGym's set names (shared/finegym/set_categories.txt), restricted to the sets SynthGym draws.
+# FineGym's set names (gym_qa/data/finegym/set_categories.txt), restricted to the sets SynthGym draws.
 SETS: dict[int, str] = {
     1: "vault",
     21: "FX_leap_jump_hop",

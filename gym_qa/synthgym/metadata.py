@@ -1,6 +1,6 @@
 """The FineGym-style metadata of a generated data set, and its README.
 
-Files (formats as in shared/finegym/): ``categories.txt`` (gymNN_categories), ``set_categories.txt``,
+Files (formats as in gym_qa/data/finegym/): ``categories.txt`` (gymNN_categories), ``set_categories.txt``,
 ``elements.txt`` (element list, ``<clip_id> <Clabel>``), ``attributes_qtree.json``
 (finegym_glabel_to_Qtree), plus ``meta.json`` (machine-readable summary) and ``README.md``.
 """
@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from gym_qa.synthgym.athlete import PARTS
-from gym_qa.synthgym.choreography import FPS, MAX_FRAMES, MIN_FRAMES, SHAPES
+from gym_qa.synthgym.choreography import FPS, SHAPES
 from gym_qa.synthgym.elements import (
     EVENTS,
     SETS,
@@ -21,33 +21,45 @@ from gym_qa.synthgym.elements import (
     short_window_pairs,
     twist_pairs,
 )
+from gym_qa.synthgym.nuisance import LEGIBLE_PALETTE
 
-AUGMENTATIONS = {
-    "safe": [
-        (
-            "horizontal flip: facing is visible (chest panel, face marker, hair, toes) and forward/backward is "
-            "defined relative to it, so a flip mirrors facing and rotation sense together and keeps the label"
-        ),
-        "spatial crops / scale jitter that keep the athlete in view (the camera already pans and zooms)",
-        (
-            "colour jitter, blur, noise, compression (colours are random nuisances; the chest panel keeps a "
-            "large colour difference from the leotard; grayscale can weaken that facing cue)"
-        ),
-        "temporal jitter of frame positions and playback speed within about 0.8-1.25x (a nuisance already)",
-    ],
-    "unsafe": [
-        (
-            "temporal reversal of the whole clip: turns a forward salto / giant circle into the backward one "
-            "(direction pairs differ only in time order)"
-        ),
-        "frame shuffling or order-blind pooling used as if it were label-preserving (same reason)",
-        "vertical flip or 180-degree rotation: upright and inverted phases swap, take-off and landing change",
-        (
-            "temporal crops that cut out the element window (the flight / turn window decides twist and turn "
-            "counts)"
-        ),
-    ],
+UNSAFE_AUGMENTATIONS = [
+    (
+        "temporal reversal of the whole clip: turns a forward salto / giant circle into the backward one "
+        "(direction pairs differ only in time order)"
+    ),
+    "frame shuffling or order-blind pooling used as if it were label-preserving (same reason)",
+    "vertical flip or 180-degree rotation: upright and inverted phases swap, take-off and landing change",
+    "temporal crops that cut out the element window (the flight / turn window decides twist and turn counts)",
+]
+COLOUR_AUGMENTATIONS = {
+    "cluttered": (
+        "colour jitter, blur, noise, compression (colours are random nuisances; the chest panel keeps a "
+        "large colour difference from the leotard; grayscale can weaken that facing cue)"
+    ),
+    "legible": (
+        "brightness/contrast jitter, blur, noise, compression. Hue jitter, RGB channel permutation and "
+        "grayscale keep the label but destroy what the fixed part colours tell: which limb is left or right "
+        "(grayscale keeps facing: chest vs back and face vs hair differ by >= 150 grey levels)"
+    ),
 }
+
+
+def augmentations(style: str) -> dict[str, list[str]]:
+    """Label-preserving ("safe") and label-destroying ("unsafe") augmentations for clips of a style."""
+    return {
+        "safe": [
+            (
+                "horizontal flip: facing is visible (chest panel, face marker, hair, toes) and forward/backward "
+                "is defined relative to it, so a flip mirrors facing and rotation sense together and keeps the "
+                "label (a flipped frame is the frame rendered with the other facing, part colours included)"
+            ),
+            "spatial crops / scale jitter that keep the athlete in view (the camera already pans and zooms)",
+            COLOUR_AUGMENTATIONS[style],
+            "temporal jitter of frame positions and playback speed within about 0.8-1.25x (a nuisance already)",
+        ],
+        "unsafe": UNSAFE_AUGMENTATIONS,
+    }
 
 
 def category_line(label: int, e: Element) -> str:
@@ -84,6 +96,7 @@ def write_metadata(
     seed: int,
     difficulty: float,
     camera: str,
+    style: str,
     sizes: dict,
     width: int,
     height: int,
@@ -92,9 +105,12 @@ def write_metadata(
 ) -> dict:
     """Write every metadata file; returns the ``meta.json`` content.
 
-    ``records``: one dict per train/val/test clip with ``clip_id`` and ``label``.
+    ``records``: one dict per train/val/test clip with ``clip_id``, ``label``, ``num_frames`` and
+    ``element_share``.
     """
     out = Path(out)
+    frames = [r["num_frames"] for r in records]
+    shares = [r["element_share"] for r in records]
     label_of = {e.glabel: i for i, e in enumerate(elements)}
     _write(out / "categories.txt", "".join(category_line(i, e) + "\n" for i, e in enumerate(elements)))
     _write(out / "set_categories.txt", "".join(f"set: {s}; {name}\n" for s, name in SETS.items()))
@@ -113,9 +129,16 @@ def write_metadata(
         "seed": seed,
         "difficulty": difficulty,
         "camera": camera,
+        "style": style,
+        "min_element_share": preset.min_element_share,
         "fps": FPS,
         "resolution": [width, height],
-        "frames_per_clip": [MIN_FRAMES, MAX_FRAMES],
+        "frames_per_clip": [min(frames), max(frames)],
+        "element_share": {
+            "min": round(min(shares), 3),
+            "mean": round(sum(shares) / len(shares), 3),
+            "max": round(max(shares), 3),
+        },
         "num_classes": len(elements),
         "events": {k: v for k, v in EVENTS.items() if any(e.event == k for e in elements)},
         "sizes": sizes,
@@ -130,13 +153,19 @@ def write_metadata(
             "the athlete faces the other way",
         },
         "shapes": list(SHAPES),
-        "augmentations": AUGMENTATIONS,
+        "augmentations": augmentations(style),
         "pretrain": "pretrain/frames.jsonl: one JSON object per clip with per-frame rot (deg, forward "
         "positive, relative to take-off facing, wrapped to [-180, 180)), twist (deg, [0, 360)), "
         "shape / shape_id, box [x0, y0, x1, y1] pixels (exclusive end), apparatus_px, parts (one "
         "[x0, y0, x1, y1, radius] capsule in pixels per body part, in the order of part_names), chest "
         "(the chest normal in image axes: x right, y down, z toward the camera)",
         "part_names": [name for name, _ in PARTS],
+        # the legible style's fixed RGB colour of every body part; the cluttered style draws them per clip
+        "part_colours": (
+            {name: [round(v) for v in getattr(LEGIBLE_PALETTE, key)] for name, key in PARTS}
+            if style == "legible"
+            else None
+        ),
     }
     _write(out / "meta.json", json.dumps(meta, indent=1) + "\n")
     _write(out / "README.md", _readme(meta))
@@ -165,6 +194,21 @@ def _readme(meta: dict) -> str:
             f" {meta['resolution'][0]}x{meta['resolution'][1]} px, {meta['fps']:g} fps,"
             f" {meta['frames_per_clip'][0]}-{meta['frames_per_clip'][1]} frames per clip, H.264 yuv420p."
         ),
+        (
+            f"- {meta['camera']} camera, {meta['style']} style ("
+            + (
+                "each body part in its own fixed colour, `part_colours` in meta.json, on a plain background"
+                if meta["part_colours"]
+                else "random athlete, wall, floor and clutter colours"
+            )
+            + ")."
+        ),
+        (
+            f"- trimmed like FineGym: the element window is at least {meta['min_element_share']:g} of every clip "
+            f"(measured: min {meta['element_share']['min']:g}, mean {meta['element_share']['mean']:g})."
+            if meta["min_element_share"] > 0
+            else f"- untrimmed: element window mean {meta['element_share']['mean']:g} of a clip."
+        ),
         f"- train pool {sizes['train']} clips (labeled: "
         + ", ".join(f"{p} % → {sizes[f'labeled_{p}']}" for p in meta["label_rates"])
         + f"), val {sizes['val']}, test {sizes['test']}, pretraining split {sizes['pretrain']} clips.",
@@ -189,8 +233,8 @@ def _readme(meta: dict) -> str:
         ),
         "| `contact_sheet.png` | a few frames of a few classes |",
         "",
-        "Clip ids imitate FineGym's `<ytid>_E_<start>_<end>_A_<start>_<end>`; here the times are frames of",
-        "the clip itself.",
+        "Clip ids imitate FineGym's `<ytid>_E_<start>_<end>_A_<start>_<end>`, in frames: E spans the whole",
+        "performance the clip was cut from, A the frames the clip holds (A = E when untrimmed).",
         "",
         "## Fine-grained pairs",
         "",

@@ -7,12 +7,17 @@ compression: this is what makes the forward/backward and twist pairs differ *onl
 no noise, static framing), 1 is the default, larger values widen ranges further (clamped where a range
 would become meaningless, e.g. playback speed).
 
+Two render styles (:data:`STYLES`) share the geometric and timing factors and differ in appearance:
+``cluttered`` randomises every colour and adds clutter, a wall gradient, contrast/brightness jitter;
+``legible`` draws each body part in a fixed colour of :data:`LEGIBLE_PALETTE` in front of a plain
+background, with milder noise and compression, so that a single frame shows facing and left/right.
+
 Units: lengths in metres, times in seconds, angles in degrees, colours RGB in [0, 255].
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -40,13 +45,66 @@ class Body:
     r_foot: float = 0.045
 
 
+RGB = tuple[float, float, float]
+STYLES = ("cluttered", "legible")
+
+
 @dataclass(frozen=True)
 class Palette:
-    skin: tuple[float, float, float] = (224.0, 180.0, 150.0)
-    leotard: tuple[float, float, float] = (150.0, 30.0, 60.0)  # torso and sleeves (the back)
-    front: tuple[float, float, float] = (250.0, 220.0, 40.0)  # chest panel: marks the front / facing
-    hair: tuple[float, float, float] = (60.0, 35.0, 20.0)
-    face: tuple[float, float, float] = (20.0, 20.0, 30.0)  # eye/nose marker on the front of the head
+    """Colour of every body part; the field names are the colour keys of :data:`athlete.PARTS`. The
+    defaults are the canonical cluttered athlete: sleeves in the leotard's colour, bare skin limbs."""
+
+    skin: RGB = (224.0, 180.0, 150.0)  # head
+    leotard: RGB = (150.0, 30.0, 60.0)  # torso (the back)
+    front: RGB = (250.0, 220.0, 40.0)  # chest panel: marks the front / facing
+    hair: RGB = (60.0, 35.0, 20.0)
+    face: RGB = (20.0, 20.0, 30.0)  # eye/nose marker on the front of the head
+    sleeve_l: RGB = (150.0, 30.0, 60.0)  # upper arms
+    sleeve_r: RGB = (150.0, 30.0, 60.0)
+    arm_l: RGB = (224.0, 180.0, 150.0)  # forearms
+    arm_r: RGB = (224.0, 180.0, 150.0)
+    leg_l: RGB = (224.0, 180.0, 150.0)  # thigh, shin and foot
+    leg_r: RGB = (224.0, 180.0, 150.0)
+    # Far-side limbs are drawn up to this fraction darker, so that same-coloured left and right limbs stay
+    # apart where they overlap in profile; limbs that differ in colour do not need it.
+    far_shade: float = 0.28
+
+
+def _cluttered_palette(skin: RGB, leotard: RGB, front: RGB, hair: RGB, face: RGB) -> Palette:
+    return Palette(
+        skin=skin,
+        leotard=leotard,
+        front=front,
+        hair=hair,
+        face=face,
+        sleeve_l=leotard,
+        sleeve_r=leotard,
+        arm_l=skin,
+        arm_r=skin,
+        leg_l=skin,
+        leg_r=skin,
+    )
+
+
+# Saturated, pairwise distinct colours (max channel difference >= 95 between any two parts), >= 75 from every
+# apparatus colour (apparatus.py) except for the white face marker, which is small and sits on the head.
+# Facing survives grayscale (chest vs back and face vs hair differ by >= 150 in luminance); left and right
+# limbs are told apart by hue (left limbs are also 50-70 grey levels lighter than right ones).
+LEGIBLE_PALETTE = Palette(
+    skin=(255.0, 160.0, 200.0),  # head: pink
+    leotard=(110.0, 0.0, 180.0),  # back: purple
+    front=(255.0, 230.0, 0.0),  # chest: yellow
+    hair=(0.0, 0.0, 0.0),
+    face=(255.0, 255.0, 255.0),
+    sleeve_l=(255.0, 110.0, 0.0),  # left arm: orange
+    arm_l=(255.0, 110.0, 0.0),
+    sleeve_r=(0.0, 150.0, 0.0),  # right arm: green
+    arm_r=(0.0, 150.0, 0.0),
+    leg_l=(0.0, 220.0, 255.0),  # left leg: cyan
+    leg_r=(230.0, 0.0, 160.0),  # right leg: magenta
+    far_shade=0.0,
+)
+LEGIBLE_BACKGROUND: RGB = (150.0, 150.0, 150.0)  # mid grey: dark and light parts both contrast with it
 
 
 @dataclass(frozen=True)
@@ -57,7 +115,7 @@ class Clutter:
     y: float
     w: float
     h: float
-    colour: tuple[float, float, float]
+    colour: RGB
 
 
 @dataclass(frozen=True)
@@ -78,9 +136,9 @@ class Nuisance:
     pan: float = 0.0  # camera pan speed (m/s) on top of following the athlete
     cam_offset: tuple[float, float] = (0.0, 0.0)  # in [-1, 1], fraction of the free margin
     follow: float = 0.7  # how much the camera follows the athlete (vs. the apparatus centre)
-    background: tuple[float, float, float] = (200.0, 205.0, 215.0)
+    background: RGB = (200.0, 205.0, 215.0)
     gradient: float = 0.0  # top-bottom brightness change of the wall
-    floor_colour: tuple[float, float, float] = (90.0, 90.0, 100.0)
+    floor_colour: RGB = (90.0, 90.0, 100.0)
     clutter: tuple[Clutter, ...] = ()
     apparatus_tint: tuple[float, float, float] = (1.0, 1.0, 1.0)  # multiplies apparatus colours
     noise_sigma: float = 0.0  # Gaussian pixel noise (grey levels)
@@ -89,21 +147,24 @@ class Nuisance:
     crf: int = 18  # H.264 constant rate factor (higher = worse quality)
 
 
-def _rgb(rng: np.random.Generator, lo: float = 30, hi: float = 230) -> tuple[float, float, float]:
+def _rgb(rng: np.random.Generator, lo: float = 30, hi: float = 230) -> RGB:
     return tuple(float(v) for v in rng.uniform(lo, hi, size=3))
 
 
-def _mix(a: tuple[float, ...], b: tuple[float, ...], w: float) -> tuple[float, float, float]:
+def _mix(a: tuple[float, ...], b: tuple[float, ...], w: float) -> RGB:
     w = min(max(w, 0.0), 1.0)
     return tuple(float(x + (y - x) * w) for x, y in zip(a, b))
 
 
-def sample_nuisance(seed: int, difficulty: float = 1.0) -> Nuisance:
-    """Draw the nuisance factors of one clip.
+def sample_nuisance(seed: int, difficulty: float = 1.0, style: str = "cluttered") -> Nuisance:
+    """Draw the nuisance factors of one clip in a render ``style`` of :data:`STYLES`.
 
-    The same number of random values is drawn whatever the difficulty, so a seed picks "the same
-    clip" at every difficulty, only with wider or narrower variation.
+    The same number of random values is drawn whatever the difficulty and the style, so a seed picks
+    "the same clip" (athlete, timing, camera) at every difficulty and in every style, only with wider or
+    narrower variation and a different look.
     """
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; choose one of {STYLES}")
     d = max(0.0, float(difficulty))
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5C]))
     u = lambda n=None: rng.uniform(-1.0, 1.0, size=n)
@@ -144,7 +205,7 @@ def sample_nuisance(seed: int, difficulty: float = 1.0) -> Nuisance:
     if np.abs(np.subtract(front, leotard)).max() < 90:
         front = tuple(float((c + 128) % 256) for c in front)
     hair = _mix(canon.hair, _rgb(rng, 10, 120), w)
-    palette = Palette(skin=skin, leotard=leotard, front=front, hair=hair, face=canon.face)
+    palette = _cluttered_palette(skin, leotard, front, hair, canon.face)
 
     speed = float(np.exp(np.clip(0.22 * d, 0.0, 0.45) * u()))
     lead_in = float(0.4 + min(d, 1.5) * 0.2 * u())
@@ -177,7 +238,7 @@ def sample_nuisance(seed: int, difficulty: float = 1.0) -> Nuisance:
     brightness = float(12.0 * d * u())
     crf = round(18 + min(d, 2.0) * rng.uniform(0, 10))
 
-    return Nuisance(
+    nz = Nuisance(
         seed=int(seed),
         difficulty=d,
         facing=facing,
@@ -203,4 +264,23 @@ def sample_nuisance(seed: int, difficulty: float = 1.0) -> Nuisance:
         contrast=contrast,
         brightness=brightness,
         crf=crf,
+    )
+    return _legible(nz) if style == "legible" else nz
+
+
+def _legible(nz: Nuisance) -> Nuisance:
+    """The legible look of a cluttered clip: fixed part colours, plain background, untinted apparatus, no
+    contrast/brightness jitter; pixel noise at a third and CRF 18-23 instead of 18-28 (at difficulty 1)."""
+    return replace(
+        nz,
+        palette=LEGIBLE_PALETTE,
+        background=LEGIBLE_BACKGROUND,
+        gradient=0.0,
+        floor_colour=LEGIBLE_BACKGROUND,
+        clutter=(),
+        apparatus_tint=(1.0, 1.0, 1.0),
+        noise_sigma=nz.noise_sigma / 3,
+        contrast=1.0,
+        brightness=0.0,
+        crf=18 + round((nz.crf - 18) / 2),
     )

@@ -12,6 +12,9 @@ the athlete is about twice as large and the apparatus may leave the frame. In bo
 constant per clip up to the nuisance zoom drift and chosen so that the athlete's box stays inside the
 frame in every frame (the pretraining annotations rely on it).
 
+The look — body-part colours, background, clutter, tint, noise — is all in the nuisance, so the render
+styles of :data:`~gym_qa.synthgym.nuisance.STYLES` go through the same drawing code.
+
 Shape notation: T frames, P parts, H×W pixels. Pixel (i, j) covers [j, j+1) × [i, i+1); its centre is
 at (j + 0.5, i + 0.5).
 """
@@ -265,15 +268,14 @@ def render(
     gx = (cc.astype(np.float32) + 0.5)[:, None, None, :]  # (T, 1, 1, cw)
     gy = (rr.astype(np.float32) + 0.5)[:, None, :, None]  # (T, 1, ch, 1)
     cov = capsule_coverage(q0, q1, rad, gx, gy)  # (T, P, ch, cw)
-    palette = {
-        k: np.asarray(getattr(nz.palette, k), np.float32)
-        for k in ("skin", "leotard", "front", "hair", "face")
-    }
+    palette = {k: np.asarray(getattr(nz.palette, k), np.float32) for k in set(caps.colour_key)}
     colours = np.stack([np.broadcast_to(palette[k], (t, 3)) for k in caps.colour_key], 1)  # (T, P, 3)
     limb = np.array([name.endswith(("_l", "_r")) for name, _ in PARTS], bool)
     rel = caps.depth - caps.depth[:, :1]  # relative to the trunk
-    # Far-side limbs are darker, so left and right stay apart when they overlap in profile.
-    shade = np.where(limb[None, :], 0.72 + 0.28 * np.clip(0.5 + rel / (2 * nz.body.shoulder_half), 0, 1), 1.0)
+    # Far-side limbs are darker (Palette.far_shade), so left and right stay apart in profile.
+    dark = nz.palette.far_shade
+    near = np.clip(0.5 + rel / (2 * nz.body.shoulder_half), 0, 1)
+    shade = np.where(limb[None, :], (1.0 - dark) + dark * near, 1.0)
     colours = (colours * shade[..., None]).astype(np.float32)
     order = np.argsort(caps.depth, axis=1, kind="stable")
     body_crop = np.zeros((t, ch, cw), np.float32)
