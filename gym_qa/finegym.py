@@ -6,18 +6,40 @@ span inside the event, in seconds). Plain ids (SynthGym's element list) are acce
 are not redistributable, so users bring their own trimmed clips (``<clip_id>.mp4`` or another video
 extension); ingestion lists the ones present and reports the ones missing, instead of failing late in
 a data loader.
+
+FineGym's public metadata (category and set lists, element lists, the Qtree, the official Gym-QA format
+sample) ships with the package in ``gym_qa/data/finegym/`` (its README gives the source);
+:func:`metadata_path` finds a file there, so scripts and tests need no copy of FineGym outside the
+installed package.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from gym_qa.clips import VIDEO_EXTENSIONS, index_clips
 from gym_qa.lists import ListFileError, parse_list_lines, write_list
 
 _FINEGYM_ID_RE = re.compile(r"(?P<video>.+)_E_(\d+)_(\d+)_A_(\d+)_(\d+)")
+
+
+def metadata_path(name: str) -> Path:
+    """The packaged copy of a FineGym metadata file, e.g. ``metadata_path("gym99_categories.txt")``.
+
+    Raises :class:`FileNotFoundError` naming the files that are packaged when ``name`` is not one of them.
+    """
+    # setuptools installs the package as plain files (wheel or editable), so the resource is a real path
+    # that can be handed to the parsers, shown in --help and written into commands.
+    path = Path(str(resources.files("gym_qa") / "data" / "finegym" / name))
+    if not path.is_file():
+        packaged = sorted(p.name for p in path.parent.iterdir() if p.suffix in (".txt", ".json"))
+        raise FileNotFoundError(
+            f"{name}: not a packaged FineGym metadata file (packaged: {', '.join(packaged)})"
+        )
+    return path
 
 
 @dataclass(frozen=True)

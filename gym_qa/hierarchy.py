@@ -1,6 +1,6 @@
 """The event → set → element hierarchy of FineGym (and of SynthGym, which writes the same files).
 
-Files read (SPEC §1.2; FineGym's public metadata in ``shared/finegym``)::
+Files read (SPEC §1.2; FineGym's public metadata, packaged in ``gym_qa/data/finegym``)::
 
     gymNN_categories.txt    Clabel: i; set: s; Glabel: g; (EV) description
     gym530_categories.txt   Glabel: g; set: s; (EV) description        (class id = Glabel)

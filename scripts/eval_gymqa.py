@@ -1,12 +1,13 @@
 """Score Gym-QA predictions (or video-blind reference answerers) against a question file.
 
     python scripts/eval_gymqa.py --questions data/gymqa/gym99_val.json --predictions run/predictions.jsonl \\
-        --categories shared/finegym/gym99_categories.txt --list shared/finegym/gym99_val_element.txt \\
+        --categories gym_qa/data/finegym/gym99_categories.txt \\
+        --list gym_qa/data/finegym/gym99_val_element.txt \\
         --out-json run/gymqa_report.json --out-md run/gymqa_report.md
 
     python scripts/eval_gymqa.py --questions data/gymqa/gym99_val.json --reference all \\
-        --categories shared/finegym/gym99_categories.txt \\
-        --train-list shared/finegym/gym99_train_element_v1.1.txt
+        --categories gym_qa/data/finegym/gym99_categories.txt \\
+        --train-list gym_qa/data/finegym/gym99_train_element_v1.1.txt
 
 Predictions are JSON lines {"question_id", "text"} or {"question_id", "option_scores": [NLL per option],
 "option_token_counts": [...]}; rotated copies "<id>#r<k>" switch on circular evaluation. Unparseable and

@@ -1,11 +1,14 @@
 """Turn a FineGym (or SynthGym) element list plus a folder of trimmed clips into a list file.
 
-    python scripts/ingest_finegym.py --elements shared/finegym/gym99_val_element.txt \\
-        --clips data/finegym/clips --out data/finegym/gym99_val.csv
+    python scripts/ingest_finegym.py --elements gym_qa/data/finegym/gym99_val_element.txt \\
+        --clips data/finegym/clips --out data/finegym/gym99_val.csv \\
+        --categories gym_qa/data/finegym/gym99_categories.txt
 
 Writes ``--out`` (``<path> <label>`` for every clip found) and ``--missing`` (default ``<out>.missing.txt``:
 the element-list lines whose clip file is absent, with a count header). Exits 0 even when clips are
 missing unless ``--fail-on-missing`` is given; malformed input exits 2 with the file and line.
+FineGym's element lists and category files are packaged in ``gym_qa/data/finegym/``; --categories has no
+default because the right file depends on the element list (gym99 or gym288).
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """Generate Gym-QA multiple-choice questions (official JSON format) from a list file and a hierarchy.
 
-    python scripts/make_gymqa.py --list shared/finegym/gym99_val_element.txt \\
-        --categories shared/finegym/gym99_categories.txt \\
-        --qtree shared/finegym/finegym_glabel_to_Qtree.json \\
+    python scripts/make_gymqa.py --list gym_qa/data/finegym/gym99_val_element.txt \\
         --out data/gymqa/gym99_val.json --types what,event,set,attribute --distractors uniform --seed 0
 
     python scripts/make_gymqa.py --list data/synthgym-tiny/test.csv --categories data/synthgym-tiny \\
@@ -12,7 +10,9 @@
 ``video`` is the clip id (file name without video extension), ``frame_length`` the clip's frame count
 (PyAV) when the file exists, else 0. --categories takes a gymNN/gym530 categories file (set names from
 --set-categories, default set_categories.txt beside it), a SynthGym folder (categories.txt,
-set_categories.txt, attributes_qtree.json, meta.json) or a saved hierarchy .json.
+set_categories.txt, attributes_qtree.json, meta.json) or a saved hierarchy .json. Without --categories
+the hierarchy is FineGym Gym99 (the official Gym-QA's elements) with FineGym's Qtree, both packaged in
+gym_qa/data/finegym/.
 Answer types: what, event, set, attribute (yes/no, "A.yes B.no"; needs a Qtree), count (needs numeric
 class attributes such as twists/saltos in meta.json); "all" selects every type. A summary (questions per
 type, letter balance with a χ² p-value, distractor statistics, attribute coverage) is printed as JSON.
@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from gym_qa.clips import ClipError
+from gym_qa.finegym import metadata_path
 from gym_qa.hierarchy import HierarchyError, load_hierarchy
 from gym_qa.lists import ListFileError
 from gym_qa.question_generator import (
@@ -46,9 +47,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--list", required=True, type=Path, help="list file or element list of the clips")
     parser.add_argument(
         "--categories",
-        required=True,
         type=Path,
-        help="categories file, SynthGym folder, or saved hierarchy .json",
+        default=None,
+        help="categories file, SynthGym folder, or saved hierarchy .json "
+        "(default: FineGym Gym99 and, unless --qtree is given, FineGym's Qtree; both packaged)",
     )
     parser.add_argument(
         "--set-categories",
@@ -93,7 +95,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--start-id", type=int, default=0, help="id of the first question")
     parser.add_argument("--summary-json", type=Path, default=None, help="also write the summary here")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.categories is None:
+        args.categories = metadata_path("gym99_categories.txt")
+        args.qtree = args.qtree or metadata_path("finegym_glabel_to_Qtree.json")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

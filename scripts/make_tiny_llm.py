@@ -5,7 +5,7 @@ and a small Llama briefly pre-trained on it, saved with save_pretrained (safeten
     python scripts/make_tiny_llm.py --corpus questions.txt names.txt --out data/tiny_llm --steps 300
 
 Without --corpus, the text is generated from the element names in FineGym's gym99/gym288 category files
-(--finegym-dir): captions and vicuna_v1-style questions. A corpus file has one text per line. The output
+(packaged with gym_qa, or in --finegym-dir): captions and vicuna_v1-style questions. A corpus file has one text per line. The output
 directory then loads exactly like Vicuna (mllm.tokenizer.load_tokenizer, mllm.language_model), with a
 Vicuna-style tokenizer_config.json (add_bos_token true, add_eos_token false). Prints a JSON summary.
 """
@@ -18,10 +18,10 @@ import json
 import sys
 from pathlib import Path
 
+from gym_qa.finegym import metadata_path
 from gym_qa.hierarchy import HierarchyError, read_categories
 from mllm.language_model import MICRO_TINY_LLM, TinyLLMConfig, build_tiny_llm, tiny_llm_corpus
 
-DEFAULT_FINEGYM_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "finegym"
 CATEGORY_FILES = ("gym99_categories.txt", "gym288_categories.txt")
 
 
@@ -42,8 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--finegym-dir",
         type=Path,
-        default=DEFAULT_FINEGYM_DIR,
-        help=f"FineGym metadata folder for the default corpus (default: {DEFAULT_FINEGYM_DIR})",
+        default=None,
+        help="FineGym metadata folder for the default corpus (default: the copy packaged with gym_qa)",
     )
     parser.add_argument(
         "--micro",
@@ -69,7 +69,8 @@ def read_corpus(args: argparse.Namespace, seed: int) -> list[str]:
         return texts
     names = []
     for name in CATEGORY_FILES:
-        names += [element.name for element in read_categories(args.finegym_dir / name)]
+        path = args.finegym_dir / name if args.finegym_dir else metadata_path(name)
+        names += [element.name for element in read_categories(path)]
     return tiny_llm_corpus(names, seed=seed)
 
 

@@ -16,8 +16,9 @@ Output: one JSON object per input clip, in input order. A predicted clip::
 
 a clip that cannot be read: ``{"path": ..., "ok": false, "error": "cannot decode video (...)"}`` (also
 printed to stderr). --csv also writes ``<out>.csv`` (same stem): path, ok, error, label, top1_label,
-top1_name, top1_probability, set, event, top_k_labels, top_k_names, top_k_probabilities (lists
-separated by ``|``).
+top1_name, top1_probability, set, set_name, event, event_name (the top-1's, as in its JSON record: set
+id and name, event code and name), top_k_labels, top_k_names, top_k_probabilities (lists separated by
+``|``).
 
 Exit codes: 0 every clip predicted; 2 some clips could not be read (every other clip is predicted and
 the bad ones are listed with their error); 1 usage or model error (bad arguments, no inputs, malformed
@@ -51,7 +52,9 @@ CSV_FIELDS = (
     "top1_name",
     "top1_probability",
     "set",
+    "set_name",
     "event",
+    "event_name",
     "top_k_labels",
     "top_k_names",
     "top_k_probabilities",
@@ -93,6 +96,7 @@ def csv_row(result: Prediction | PredictionFailure) -> dict[str, object]:
     if isinstance(result, PredictionFailure):
         return {"path": result.path, "ok": False, "error": result.error, "label": result.label}
     top = result.top1
+    record = top.to_record()  # set and event columns hold what the JSON record holds under those keys
     return {
         "path": result.path,
         "ok": True,
@@ -101,8 +105,7 @@ def csv_row(result: Prediction | PredictionFailure) -> dict[str, object]:
         "top1_label": top.label,
         "top1_name": top.name,
         "top1_probability": f"{top.probability:.6f}",
-        "set": top.set_name,
-        "event": top.event_name,
+        **{key: record[key] for key in ("set", "set_name", "event", "event_name")},
         "top_k_labels": "|".join(str(s.label) for s in result.top_k),
         "top_k_names": "|".join(s.name for s in result.top_k),
         "top_k_probabilities": "|".join(f"{s.probability:.6f}" for s in result.top_k),

@@ -15,7 +15,8 @@ decord's reason (``None`` otherwise), a :class:`DecoderFallbackWarning` names th
 process), and the data path counts such clips (``SemiSupervisedLoader.fallback_paths``). Only when PyAV
 fails too is the file bad: :class:`DecodeError` gives both reasons. Every failure that is the file's fault (missing, empty, not a video,
 truncated) raises :class:`DecodeError` naming the file with a one-line reason; the library's own
-exception is not chained, so users never see a deep decord/FFmpeg traceback.
+exception is not chained, so users never see a deep decord/FFmpeg traceback, and decord's native log
+line for the same failure is muted, so stderr holds the toolkit's message only.
 
 Readers hold open file handles and native state, so they are opened per sample inside the process that
 decodes (DataLoader workers), never created up front and pickled into workers. ``DECODE_COUNTER`` counts
@@ -26,9 +27,13 @@ Shape notation: T requested frames, H/W pixels of the file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal, Protocol, Self
 
@@ -130,6 +135,39 @@ def _short_reason(err: BaseException) -> str:
     return text[:200]
 
 
+_NATIVE_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _native_stderr_muted() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null for the duration: decord's C++ logger writes its own copy of
+    an open failure ("[hh:mm:ss] .../src/video/video_reader.cc:83: ERROR opening: <file>, <reason>")
+    straight to fd 2, which ``decord.logging.set_level`` (FFmpeg's log only) does not reach, while the
+    :class:`DecodeError` raised for it already names the file and the reason.
+
+    Process-wide, so other threads' stderr output is lost for as long as decord opens a file (a header
+    read); the lock keeps overlapping opens from restoring each other's descriptors.
+    """
+    with _NATIVE_STDERR_LOCK:
+        if sys.stderr is not None:
+            sys.stderr.flush()  # what Python buffered before the window is printed, not swallowed
+        try:
+            saved = os.dup(2)
+        except OSError:  # no fd 2 at all (a detached process): nothing to mute
+            saved = None
+        if saved is None:
+            yield
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(devnull)
+            os.close(saved)
+
+
 class _DecordClip:
     """decord reader; one ``get_batch`` over the sorted unique indices, then re-expanded."""
 
@@ -144,7 +182,8 @@ class _DecordClip:
         self._errors = (RuntimeError, DECORDError)
         self.path = str(path)
         try:
-            self._reader = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=num_threads)
+            with _native_stderr_muted():  # opening is the call that logs natively; get_batch does not
+                self._reader = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=num_threads)
             self.num_frames = len(self._reader)
         except self._errors as err:  # messages carry C++ source context; keep the first line
             raise DecodeError(path, _short_reason(err)) from None

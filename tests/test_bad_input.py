@@ -277,6 +277,7 @@ def test_training_error_policy_fails_before_step_one_listing_every_bad_clip(
     for path in corpus.bad.values():
         assert str(path) in err
     assert latest_checkpoint(run_dir) is None and not (run_dir / "metrics.jsonl").exists()
+    assert not (run_dir / "config.yaml").exists()  # written only once the input check has passed
 
 
 def test_training_error_policy_mid_training_names_the_clip(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FINEGYM_DIR, needs_finegym
+from conftest import FINEGYM_DIR
 from synthgym_fixtures import REPO, load_script
 
 from gym_qa.hierarchy import Hierarchy
@@ -101,7 +101,6 @@ def test_finegym_config_is_the_paper_recipe(name: str):
     assert other == cfg
 
 
-@needs_finegym("gym99_categories.txt")
 @pytest.mark.parametrize("name", sorted(FINEGYM_CONFIGS))
 def test_finegym_config_builds_its_model(name: str):
     gym, _, num_classes = FINEGYM_CONFIGS[name]
@@ -162,14 +161,13 @@ def test_finegym_twins_share_their_data_commands():
         assert five[:-1] == ten[:-1] and len(five) > 3  # all but the launch line
 
 
-@needs_finegym("gym99_categories.txt")
 @pytest.mark.parametrize("name", ["finegym_gym99_5.yaml", "finegym_gym288_10.yaml"])
 def test_finegym_header_commands_make_the_data_folder(name: str, tmp_path, monkeypatch, capsys):
     gym, rate, num_classes = FINEGYM_CONFIGS[name]
     path = CONFIGS / "encoder" / name
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "shared").mkdir()
-    (tmp_path / "shared" / "finegym").symlink_to(FINEGYM_DIR)
+    (tmp_path / "gym_qa" / "data").mkdir(parents=True)  # the headers' paths are relative to the checkout
+    (tmp_path / "gym_qa" / "data" / "finegym").symlink_to(FINEGYM_DIR)
     placeholder_clips(tmp_path / "data/finegym/clips", FINEGYM_DIR / f"{gym}_train_element_v1.1.txt", 12)
     placeholder_clips(tmp_path / "data/finegym/clips", FINEGYM_DIR / f"{gym}_val_element.txt", 2)
 

@@ -2,6 +2,7 @@
 the file, decode counting, and the on-disk frame cache."""
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -78,6 +79,19 @@ def test_truncated_data_fails_when_frames_are_read(bad_clips, backend):  # noqa:
         open_video(bad_clips["truncated_data"], backend) as clip,
     ):
         clip.get(np.arange(clip.num_frames))
+
+
+@pytest.mark.parametrize("kind", ["text", "truncated"])
+def test_decord_prints_no_copy_of_the_error_on_stderr(bad_clips, kind, capfd):  # noqa: F811
+    # decord's C++ logger writes "... video_reader.cc:83: ERROR opening: ..." straight to fd 2; the
+    # DecodeError already says it, once, in the toolkit's words
+    path = bad_clips[kind]
+    with pytest.raises(DecodeError, match="cannot decode video"):
+        open_video(path, "decord", fallback=False)
+    print("stderr still works", file=sys.stderr)
+    os.write(2, b"and so does fd 2\n")
+    err = capfd.readouterr().err
+    assert err == "stderr still works\nand so does fd 2\n"
 
 
 def test_unknown_backend_and_out_of_range_indices(clip_factory):  # noqa: F811

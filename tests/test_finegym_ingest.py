@@ -1,14 +1,19 @@
-"""FineGym ingestion: element lists + a clip folder → list file of present clips and a missing-clip report."""
+"""FineGym ingestion: element lists + a clip folder → list file of present clips and a missing-clip report;
+the FineGym metadata packaged with gym_qa and the scripts that default to it."""
 
+import fnmatch
 import runpy
+import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import FINEGYM_DIR, needs_finegym
+from conftest import FINEGYM_DIR
 
 from gym_qa.clips import clip_id_of, index_clips
-from gym_qa.finegym import ingest, parse_clip_id, read_element_list, write_ingest_outputs
+from gym_qa.finegym import ingest, metadata_path, parse_clip_id, read_element_list, write_ingest_outputs
+from gym_qa.hierarchy import load_hierarchy, read_categories
 from gym_qa.lists import ListFileError, read_list
+from gym_qa.questions import load_questions
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 IDS = [
@@ -26,7 +31,6 @@ def test_parse_clip_id():
     assert clip_id_of("x/clip.MP4") == "clip" and clip_id_of(IDS[0]) == IDS[0]
 
 
-@needs_finegym("gym99_val_element.txt")
 def test_read_gym99_val_element_list():
     clips = read_element_list(FINEGYM_DIR / "gym99_val_element.txt", num_classes=99)
     assert len(clips) == 8521
@@ -91,3 +95,40 @@ def test_ingest_script(tmp_path: Path, capsys):
     elements.write_text(f"{IDS[0]} x\n")
     assert main(["--elements", str(elements), "--clips", str(clips), "--out", str(out)]) == 2
     assert "elements.txt:1" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- FineGym metadata packaged with gym_qa
+def test_metadata_is_packaged_and_declared_as_package_data():
+    files = sorted(p for p in FINEGYM_DIR.iterdir() if p.name != "README.md")
+    assert FINEGYM_DIR.parts[-3:] == ("gym_qa", "data", "finegym") and len(files) == 10
+    assert all(metadata_path(p.name) == p for p in files)
+    # a non-editable install gets what [tool.setuptools.package-data] matches (paths relative to gym_qa/)
+    repo = Path(__file__).resolve().parents[1]
+    setuptools = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]
+    globs = setuptools["package-data"]["gym_qa"]
+    in_repo = sorted((repo / "gym_qa" / "data" / "finegym").iterdir())
+    assert all(any(fnmatch.fnmatch(f"data/finegym/{p.name}", g) for g in globs) for p in in_repo)
+    with pytest.raises(FileNotFoundError, match="not a packaged FineGym metadata file.*gym99_categories.txt"):
+        metadata_path("gym100_categories.txt")
+
+
+def test_make_gymqa_defaults_to_packaged_gym99_and_its_qtree(tmp_path: Path, capsys):
+    elements = (FINEGYM_DIR / "gym99_val_element.txt").read_text().splitlines()[:20]
+    (tmp_path / "val20.txt").write_text("\n".join(elements) + "\n")
+    main = runpy.run_path(str(SCRIPTS / "make_gymqa.py"))["main"]
+    out = tmp_path / "q.json"
+    assert main(["--list", str(tmp_path / "val20.txt"), "--out", str(out), "--types", "what,attribute"]) == 0
+    capsys.readouterr()
+    questions = load_questions(out)
+    gym99 = load_hierarchy(FINEGYM_DIR / "gym99_categories.txt")
+    whats = [q for q in questions if q.answer_type == "what"]
+    assert len(whats) == 20 and all(set(q.options) <= set(gym99.names) for q in whats)
+    assert any(q.answer_type == "attribute" for q in questions)  # the Qtree came with the default
+
+
+def test_make_tiny_llm_default_corpus_uses_packaged_categories(tmp_path: Path):
+    script = runpy.run_path(str(SCRIPTS / "make_tiny_llm.py"))
+    texts = script["read_corpus"](script["parse_args"](["--out", str(tmp_path)]), 0)
+    for name in ("gym99_categories.txt", "gym288_categories.txt"):
+        element = read_categories(metadata_path(name))[0]
+        assert f"The athlete performs {element.name}." in texts

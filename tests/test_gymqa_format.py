@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import FINEGYM_DIR, needs_finegym
+from conftest import FINEGYM_DIR
 
 from gym_qa.questions import (
     RECORD_FIELDS,
@@ -22,10 +22,8 @@ from gym_qa.questions import (
 )
 
 SAMPLE = FINEGYM_DIR / "gymqa_official_format_sample.json"
-needs_sample = needs_finegym(SAMPLE.name)
 
 
-@needs_sample
 def test_official_sample_round_trip_is_byte_identical(tmp_path: Path):
     questions = load_questions(SAMPLE)
     assert len(questions) == 12
@@ -35,7 +33,6 @@ def test_official_sample_round_trip_is_byte_identical(tmp_path: Path):
     assert not SAMPLE.read_bytes().endswith(b"\n")  # the official writer adds no trailing newline
 
 
-@needs_sample
 def test_official_sample_fields():
     questions = load_questions(SAMPLE)
     assert [q.question_id for q in questions] == [f"{i:07d}" for i in range(12)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import FINEGYM_DIR, needs_finegym
+from conftest import FINEGYM_DIR
 
 from gym_qa.hierarchy import Element, Hierarchy, load_hierarchy
 from gym_qa.question_generator import (
@@ -25,12 +25,6 @@ from gym_qa.reference_answerers import answer_counts_from_labels, frequency_answ
 from gym_qa.statistics import chi_square_uniform
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-needs_gym99 = needs_finegym(
-    "gym99_categories.txt",
-    "finegym_glabel_to_Qtree.json",
-    "gym99_val_element.txt",
-    "gym99_train_element_v1.1.txt",
-)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +43,6 @@ def generate(hierarchy: Hierarchy, clips: list[Clip], **config):
     return QuestionGenerator(hierarchy, GeneratorConfig(**config)).generate(clips)
 
 
-@needs_gym99
 def test_gym99_val_what_questions(gym99: Hierarchy, val_clips: list[Clip]):
     questions, summary = generate(gym99, val_clips)
     assert len(questions) == 8521 == summary["questions"]
@@ -68,14 +61,12 @@ def test_gym99_val_what_questions(gym99: Hierarchy, val_clips: list[Clip]):
     assert summary["questions_with_duplicate_options"] == 0
 
 
-@needs_gym99
 def test_hard_distractors_share_the_set(gym99: Hierarchy, val_clips: list[Clip]):
     _, summary = generate(gym99, val_clips, distractors="hard")
     assert summary["what_distractors"]["same_set_share"] >= 0.80
     assert summary["what_distractors"]["same_event_share"] == 1.0
 
 
-@needs_gym99
 def test_deterministic_by_seed(gym99: Hierarchy, val_clips: list[Clip]):
     clips = val_clips[:300]
     first = dump_questions(generate(gym99, clips, types=("what", "set"), seed=5)[0])
@@ -90,7 +81,6 @@ def test_deterministic_by_seed(gym99: Hierarchy, val_clips: list[Clip]):
     ] == what_only
 
 
-@needs_gym99
 def test_event_set_and_attribute_questions(gym99: Hierarchy, val_clips: list[Clip]):
     types = ("event", "set", "attribute")
     questions, summary = generate(gym99, val_clips, types=types)
@@ -119,7 +109,6 @@ def test_event_set_and_attribute_questions(gym99: Hierarchy, val_clips: list[Cli
     assert len(every) == sum(len(gym99.attributes_of(c.label)) for c in val_clips[:50])
 
 
-@needs_gym99
 def test_frequency_distractors_remove_the_class_prior_leak(gym99: Hierarchy, val_clips: list[Clip]):
     train_labels = [int(line.split()[1]) for line in (FINEGYM_DIR / "gym99_train_element_v1.1.txt").open()]
     prior = frequency_answerer(answer_counts_from_labels(gym99, train_labels))

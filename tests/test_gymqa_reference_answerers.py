@@ -1,7 +1,7 @@
 """Video-blind reference answerers: chance level, position/length priors and the class-prior leak."""
 
 import pytest
-from conftest import FINEGYM_DIR, needs_finegym
+from conftest import FINEGYM_DIR
 
 from gym_qa.hierarchy import load_hierarchy
 from gym_qa.question_generator import GeneratorConfig, QuestionGenerator, clips_from_list
@@ -13,8 +13,6 @@ from gym_qa.reference_answerers import (
     build_reference_answerer,
 )
 from gym_qa.scoring import evaluate
-
-pytestmark = needs_finegym("gym99_categories.txt", "gym99_val_element.txt", "gym99_train_element_v1.1.txt")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FINEGYM_DIR, needs_finegym
+from conftest import FINEGYM_DIR
 
 from gym_qa.hierarchy import Element, Hierarchy, load_hierarchy
 from gym_qa.question_generator import GeneratorConfig, QuestionGenerator, clips_from_list
@@ -22,7 +22,6 @@ from gym_qa.scoring import (
 from gym_qa.statistics import chi_square_sf, wilson_interval
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-needs_gym99 = needs_finegym("gym99_categories.txt", "gym99_val_element.txt")
 
 
 def q(qid: str, options: list[str], answer: int, answer_type: str = "what", video: str = "v") -> Question:
@@ -155,7 +154,6 @@ def gym99_setup():
     return hierarchy, clips, questions
 
 
-@needs_gym99
 def test_scores_8521_questions_fast(gym99_setup, tmp_path: Path):
     hierarchy, clips, questions = gym99_setup
     texts = ["The answer is {}.", "{}", "({})", "I cannot tell", "{}. whatever"]
@@ -171,7 +169,6 @@ def test_scores_8521_questions_fast(gym99_setup, tmp_path: Path):
     assert set(text["per_event"]) == {"VT", "FX", "BB", "UB"} and len(text["per_set"]) == 14
 
 
-@needs_gym99
 def test_eval_script(gym99_setup, tmp_path: Path, capsys):
     questions = gym99_setup[2]
     questions_path = tmp_path / "q.json"

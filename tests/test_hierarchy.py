@@ -4,11 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import FINEGYM_DIR, needs_finegym
+from conftest import FINEGYM_DIR
 
 from gym_qa.hierarchy import Hierarchy, HierarchyError, load_hierarchy, read_qtree
-
-pytestmark = needs_finegym("gym99_categories.txt")
 
 
 def finegym(name: str, qtree: bool = True) -> Hierarchy:

@@ -117,6 +117,18 @@ def test_labeled_list_all_correct_exit_code_0(fitted_encoder, synthgym_clips, tm
     assert "top-1 100.0%, top-3 100.0%" in capsys.readouterr().err
 
 
+def test_csv_set_and_event_columns_match_the_json_records(fitted_encoder, synthgym_clips, tmp_path):  # noqa: F811
+    out = tmp_path / "p.jsonl"
+    args = ["--encoder", str(fitted_encoder), "--inputs", str(synthgym_clips["list"]), "--out", str(out)]
+    assert predict_cli.main([*args, "--csv", "--quiet"]) == 0
+    rows = list(csv.DictReader(out.with_suffix(".csv").open()))
+    keys = ("set", "set_name", "event", "event_name")
+    for record, row in zip(_records(out), rows, strict=True):
+        top = record["top_k"][0]
+        assert [row[k] for k in keys] == [str(top[k]) for k in keys]  # set id and name, event code and name
+        assert row["set"].isdigit() and row["set_name"] and row["event"] in ("VT", "FX", "BB", "UB")
+
+
 def test_usage_and_model_errors_exit_code_1(tiny_encoder, clip_folder, tmp_path):
     out = str(tmp_path / "p.jsonl")
     assert (

@@ -5,7 +5,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import FINEGYM_DIR, needs_finegym
+from conftest import FINEGYM_DIR
 
 from gym_qa.finegym import read_element_list
 from gym_qa.lists import read_list, write_list
@@ -68,7 +68,6 @@ def test_bad_rates():
             build_label_splits([0, 1], rates)
 
 
-@needs_finegym("gym99_train_element_v1.1.txt")
 def test_gym99_train_pool_every_class_labeled_at_5_percent():
     labels = [clip.label for clip in read_element_list(FINEGYM_DIR / "gym99_train_element_v1.1.txt", 99)]
     splits = build_label_splits(labels, (5, 10, 20), seed=0)
