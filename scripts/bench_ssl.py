@@ -9,7 +9,9 @@ subprocess): finished runs are skipped, an interrupted one continues from its la
 table — hours of CPU — can be built in the background across sessions. Aggregation reads only finished
 runs and writes ``docs/results/ssl_bench.json``: an object keyed ``"<job>"`` (e.g. ``"sefar@10"``) with
 ``mean``, ``std`` (mean class accuracy on test, %), ``runs`` (per seed), ``minutes`` (mean wall time per
-run), pair accuracies, and a ``machine`` entry; plus a Markdown table on stdout (``--markdown-out``).
+run), pair accuracies, for SSL methods ``unlabeled_used`` (share of the last epoch's unlabeled clips with a
+non-zero pseudo-label weight, %) and ``pseudo_acc`` (accuracy of that epoch's pseudo-labels, %), both means
+over seeds, and a ``machine`` entry; plus a Markdown table on stdout (``--markdown-out``).
 A job with no finished run under ``--runs`` keeps its entry from the existing JSON (marked ``"kept"``; use
 ``--fresh`` to drop them), so a table survives its run folders.
 """
@@ -41,6 +43,7 @@ JOBS: dict[str, tuple[int, list[str]]] = {
     "supervised@10": (10, ["method.name=supervised"]),
     "framepool@10": (10, ["method.name=framepool"]),
     "fixmatch@10": (10, ["method.name=fixmatch"]),
+    "freematch@10": (10, ["method.name=freematch"]),
     "svformer@10": (10, ["method.name=svformer"]),
     "ltg@10": (10, ["method.name=ltg"]),
     "ablation-none@10": (10, ["method.dual_level=false", "method.mod_perturb=false", "method.ada_reg=false"]),
@@ -51,7 +54,13 @@ JOBS: dict[str, tuple[int, list[str]]] = {
     ),
     "sefar@10": (10, ["method.name=sefar"]),
     "sefar-allreverse@10": (10, ["method.name=sefar", "method.all_reverse=true"]),
+    "supervised@5": (5, ["method.name=supervised"]),
+    "fixmatch@5": (5, ["method.name=fixmatch"]),
+    "freematch@5": (5, ["method.name=freematch"]),
+    "sefar@5": (5, ["method.name=sefar"]),
 }
+# SSL figures of a run's last epoch in metrics.json (shares of 1), tabulated in %
+SSL_STATS = ("unlabeled_used", "pseudo_acc")
 ABLATION_STEPS = [
     ("ablation-none@10", "ablation-dual@10"),
     ("ablation-dual@10", "ablation-dual+perturb@10"),
@@ -130,6 +139,10 @@ def aggregate(args: argparse.Namespace, previous: dict | None = None) -> dict:
             vals = [m["test"][key]["accuracy"] for m in runs.values() if key in m["test"]]
             if vals and all(v is not None for v in vals):
                 entry[key] = 100 * statistics.mean(vals)
+        for key in SSL_STATS:  # None for supervised runs, absent in runs from before the figure existed
+            vals = [m.get(key) for m in runs.values()]
+            if all(v is not None for v in vals):
+                entry[key] = 100 * statistics.mean(vals)
         table[job] = entry
     steps = {}
     for a, b in ABLATION_STEPS:
@@ -155,20 +168,20 @@ def aggregate(args: argparse.Namespace, previous: dict | None = None) -> dict:
 
 
 def markdown(table: dict) -> str:
-    lines = [
-        "| method | test mean class acc. (%) | seeds | top-1 (%) | fwd/bwd pairs (%) | twist pairs (%) | min/run |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    columns = ["method", "test mean class acc. (%)", "seeds", "top-1 (%)", "fwd/bwd pairs (%)", "twist pairs (%)",
+               "unlabeled used (%)", "pseudo-label acc. (%)", "min/run"]  # fmt: skip
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for job in JOBS:
         if job not in table:
             continue
         e = table[job]
-        pairs = f"{e['pairs_direction']:.1f}" if "pairs_direction" in e else "–"
-        twists = f"{e['pairs_twists']:.1f}" if "pairs_twists" in e else "–"
+        pairs, twists, used, pseudo = (
+            f"{e[k]:.1f}" if k in e else "–" for k in ("pairs_direction", "pairs_twists", *SSL_STATS)
+        )
         name = f"{job} †" if e.get("kept") else job
         lines.append(
             f"| {name} | {e['mean']:.1f} ± {e['std']:.1f} | {len(e['runs'])} | {e['top1']:.1f} | {pairs} | "
-            f"{twists} | {e['minutes']:.1f} |"
+            f"{twists} | {used} | {pseudo} | {e['minutes']:.1f} |"
         )
     if any(e.get("kept") for job, e in table.items() if job in JOBS):
         lines += ["", "† kept from the previous aggregation: no finished run of this job under --runs."]

@@ -50,6 +50,7 @@ from tqdm import tqdm
 from gym_qa.lists import ListEntry, ListFileError, check_disjoint, read_list
 from sefar_encoder.decoding import Backend, DecodeError, DecoderFallbackWarning, open_video, probe_clip
 from sefar_encoder.frame_cache import FrameCache
+from sefar_encoder.frame_tokens import FrameTokenCache, TokenViews
 from sefar_encoder.sampling import DualLevelSampler
 from sefar_encoder.transforms import (
     AugmentConfig,
@@ -199,7 +200,8 @@ class VideoClipDataset(Dataset):
     ``entries``: parsed list entries or a list file path. ``normalize=False`` leaves clips as uint8
     pixels (``[C, S, H, W]``, all augmentation applied) for :func:`finish_batch` to normalise after
     the transfer from workers. ``cache_dir`` enables the :class:`FrameCache` (``cache_short_side`` 0 =
-    top of the jitter range).
+    top of the jitter range). ``token_cache`` (a built :class:`FrameTokenCache`) serves frozen-stem
+    tokens instead of pixels: every clip tensor then has ``[S, M, D]`` in place of ``[C, S, H, W]``.
     """
 
     def __init__(
@@ -215,6 +217,7 @@ class VideoClipDataset(Dataset):
         backend: Backend = "decord",
         on_bad_sample: BadSamplePolicy = "error",
         normalize: bool = True,
+        token_cache: FrameTokenCache | None = None,
     ):
         if mode not in ("labeled", "unlabeled", "eval"):
             raise ValueError(f"mode must be labeled, unlabeled or eval, got {mode!r}")
@@ -232,8 +235,13 @@ class VideoClipDataset(Dataset):
         self.on_bad_sample = on_bad_sample
         self.augment = augment or AugmentConfig()
         self.sampler = DualLevelSampler(views)
-        self.normalize = normalize
-        self.transform = ClipTransform(views, image_size, self.augment, normalize=normalize)
+        self.token_cache = token_cache
+        if token_cache is not None:
+            self.normalize = True  # tokens are float; there are no pixels to normalise later
+            self.transform = TokenViews(views, token_cache.tokens_shape, self.augment)
+        else:
+            self.normalize = normalize
+            self.transform = ClipTransform(views, image_size, self.augment, normalize=normalize)
         self.cache: FrameCache | None = None
         if cache_dir is not None:
             # Default cache size keeps every pixel the largest jitter scale can use.
@@ -252,6 +260,8 @@ class VideoClipDataset(Dataset):
         return len(self.skipped)
 
     def _open(self, path: Path):
+        if self.token_cache is not None:
+            return self.token_cache.open(path)
         return (
             self.cache.open(path, self.backend) if self.cache is not None else open_video(path, self.backend)
         )
@@ -627,6 +637,7 @@ def build_datasets(
     num_classes: int,
     splits: Sequence[str] = ("train", "unlabel", "val", "test"),
     progress: bool = True,
+    token_cache: FrameTokenCache | None = None,
 ) -> dict[str, VideoClipDataset]:
     """Datasets for a data set folder: ``train`` labeled, ``unlabel`` unlabeled, ``val``/``test`` eval.
 
@@ -653,6 +664,7 @@ def build_datasets(
             on_bad_sample=cfg.on_bad_sample,
             # Training clips cross the worker boundary as uint8 (SemiSupervisedLoader normalises them).
             normalize=not (cfg.uint8_transfer and modes[name] != "eval"),
+            token_cache=token_cache,
         )
         ds.source = str(getattr(paths, name))
         datasets[name] = ds

@@ -8,14 +8,22 @@
 
 Methods, and what each switch turns into (``resolve_method``):
 
-| method     | views   | strong-view time perturbation | pseudo-label weights   | teacher        | mix |
-|------------|---------|-------------------------------|------------------------|----------------|-----|
-| supervised | (8,)    | –                             | –                      | –              | –   |
-| framepool  | (8,)    | – (supervised, order-blind)   | –                      | –              | –   |
-| fixmatch   | (8,)    | none (spatial + channel drop) | threshold 0.95         | the student    | no  |
-| svformer   | (8,)    | temporal warping              | threshold 0.95         | EMA            | yes |
-| ltg        | (8,)    | none                          | threshold, two streams | the students   | no  |
-| sefar      | (2,2,4) | reverse the fine views        | Adaptive Regulation    | EMA, K samples | yes |
+| method     | views   | strong-view time perturbation | pseudo-label weights      | teacher        | mix |
+|------------|---------|-------------------------------|---------------------------|----------------|-----|
+| supervised | (8,)    | –                             | –                         | –              | –   |
+| framepool  | (8,)    | – (supervised, order-blind)   | –                         | –              | –   |
+| fixmatch   | (8,)    | none (spatial + channel drop) | threshold 0.95            | the student    | no  |
+| freematch  | (8,)    | none (spatial + channel drop) | self-adaptive thresholds  | the student    | no  |
+| svformer   | (8,)    | temporal warping              | threshold 0.95            | EMA            | yes |
+| ltg        | (8,)    | none                          | threshold, two streams    | the students   | no  |
+| sefar      | (2,2,4) | reverse the fine views        | Adaptive Regulation       | EMA, K samples | yes |
+
+Where a student labels the weak views (fixmatch, freematch, ltg) it does so in eval mode: in train mode
+the head dropout (0.5) and drop path flatten its softmax, and few clips would reach a threshold.
+``freematch`` (Wang et al., ICLR 2023) is FixMatch with FreeMatch's self-adaptive thresholds — a global
+one, the running mean of the weak views' max confidence, scaled per class by the running mean class
+probability (:class:`~sefar_encoder.losses.SelfAdaptiveThreshold`; its state is the training run's, saved
+in every checkpoint) — and the self-adaptive fairness loss (``method.freematch.fairness``).
 
 ``framepool`` is the order-blind control: supervised, with the temporal attention output projections and
 the time embeddings frozen at zero, so every frame is encoded alone and the view feature is the mean of
@@ -36,13 +44,23 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from .losses import LossConfig, mix_loss, supervised_loss, threshold_mask, total_loss, unlabeled_loss
+from .losses import (
+    FreeMatchConfig,
+    LossConfig,
+    SelfAdaptiveThreshold,
+    fairness_loss,
+    mix_loss,
+    supervised_loss,
+    threshold_mask,
+    total_loss,
+    unlabeled_loss,
+)
 from .model.encoder import SeFAREncoder
 from .model.token_mix import TubeMix
 from .regulation import RegulationConfig, k_sample_stats, teacher_k_full_passes, teacher_k_samples
 
 ORDER_BLIND_MARKERS = (".proj_t.", "time_embeds.")
-MethodName = Literal["supervised", "framepool", "fixmatch", "svformer", "ltg", "sefar"]
+MethodName = Literal["supervised", "framepool", "fixmatch", "freematch", "svformer", "ltg", "sefar"]
 Perturb = Literal["mod_reverse", "all_reverse", "warp", "none"]
 
 
@@ -50,7 +68,9 @@ Perturb = Literal["mod_reverse", "all_reverse", "warp", "none"]
 class MethodConfig:
     """Which semi-supervised method trains the encoder, with SeFAR's ablation switches."""
 
-    name: MethodName = field(default="sefar", metadata={"help": "supervised|fixmatch|svformer|ltg|sefar"})
+    name: MethodName = field(
+        default="sefar", metadata={"help": "supervised|framepool|fixmatch|freematch|svformer|ltg|sefar"}
+    )
     dual_level: bool | None = field(
         default=None, metadata={"help": "views (2,2,4) instead of one 8-frame view; null = method default"}
     )
@@ -77,6 +97,7 @@ class MethodConfig:
         },
     )
     regulation: RegulationConfig = field(default_factory=RegulationConfig)
+    freematch: FreeMatchConfig = field(default_factory=FreeMatchConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 
 
@@ -93,11 +114,21 @@ class ResolvedMethod:
     uses_unlabeled: bool
     second_stream: bool
     order_blind: bool = False  # framepool: temporal attention and time embeddings frozen at zero
+    self_adaptive: bool = False  # freematch: self-adaptive thresholds instead of a fixed one
 
 
 def _default(name: str, dual: bool, perturb: Perturb, ada: bool, mix: bool, ema: bool, unl: bool):
     return ResolvedMethod(
-        name, dual, perturb, ada, mix, ema, unl, second_stream=name == "ltg", order_blind=name == "framepool"
+        name,
+        dual,
+        perturb,
+        ada,
+        mix,
+        ema,
+        unl,
+        second_stream=name == "ltg",
+        order_blind=name == "framepool",
+        self_adaptive=name == "freematch",
     )
 
 
@@ -106,6 +137,7 @@ _DEFAULTS = {
     "supervised": _default("supervised", False, "none", False, False, False, False),
     "framepool": _default("framepool", False, "none", False, False, False, False),
     "fixmatch": _default("fixmatch", False, "none", False, False, False, True),
+    "freematch": _default("freematch", False, "none", False, False, False, True),
     "svformer": _default("svformer", False, "warp", False, True, True, True),
     "ltg": _default("ltg", False, "none", False, False, False, True),
     "sefar": _default("sefar", True, "mod_reverse", True, True, True, True),
@@ -156,16 +188,19 @@ def temporal_gradient(video: torch.Tensor, views: tuple[int, ...]) -> torch.Tens
     """Frame differences inside each view: ``[B, C, S, H, W]`` -> same shape (LTG's second input).
 
     Difference t is frame t+1 − frame t; the last one is repeated so every view keeps its length. A
-    1-frame view has no motion and becomes zeros.
+    1-frame view has no motion and becomes zeros. Cached frame tokens ``[B, S, M, D]``
+    (``sefar_encoder.frame_tokens``) are differenced the same way along their time axis: the second
+    stream then sees the temporal gradient of the frozen stem's features instead of the pixels'.
     """
+    dim = 2 if video.ndim == 5 else 1
     parts = []
-    for chunk in video.split(list(views), dim=2):
-        if chunk.shape[2] == 1:
+    for chunk in video.split(list(views), dim=dim):
+        if chunk.shape[dim] == 1:
             parts.append(torch.zeros_like(chunk))
             continue
-        diff = chunk[:, :, 1:] - chunk[:, :, :-1]
-        parts.append(torch.cat([diff, diff[:, :, -1:]], dim=2))
-    return torch.cat(parts, dim=2)
+        diff = chunk.narrow(dim, 1, chunk.shape[dim] - 1) - chunk.narrow(dim, 0, chunk.shape[dim] - 1)
+        parts.append(torch.cat([diff, diff.narrow(dim, diff.shape[dim] - 1, 1)], dim=dim))
+    return torch.cat(parts, dim=dim)
 
 
 @dataclass
@@ -173,6 +208,38 @@ class StepResult:
     loss: torch.Tensor
     logs: dict[str, float]
     pseudo_labels: torch.Tensor | None = None  # [B_u], for the pseudo-label collapse monitor
+    # [3] int64 counts over the step's unlabeled clips: all, with a non-zero weight, with a correct
+    # pseudo-label (analysis only); summed over an epoch they give exact clip-weighted shares
+    unlabeled_counts: torch.Tensor | None = None
+
+
+def unlabeled_counts(pseudo: torch.Tensor, weights: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``[3]`` int64: unlabeled clips, clips whose pseudo-label has a non-zero weight (passed the threshold),
+    clips whose pseudo-label equals the true label (SynthGym's unlabeled lists carry it)."""
+    labels = labels.to(pseudo.device)
+    return torch.stack(
+        [
+            torch.tensor(pseudo.numel(), device=pseudo.device),
+            (weights.detach() > 0).sum(),
+            (pseudo == labels).sum(),
+        ]
+    ).to(torch.int64)
+
+
+@torch.no_grad()
+def eval_mode_probs(model: torch.nn.Module, video: torch.Tensor) -> torch.Tensor:
+    """Softmaxes ``[B, K]`` of ``model`` in eval mode (no head dropout, no drop path), for pseudo-labels.
+
+    Every submodule's train/eval mode is restored afterwards; under ``no_grad`` nothing of this pass joins
+    the autograd graph of the training forward that follows.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        return model(video).logits.softmax(dim=-1)
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 def _pseudo_stats(
@@ -207,22 +274,30 @@ def ssl_step(
     tube_mix: TubeMix,
     grid: tuple[int, int],
     second: torch.nn.Module | None = None,
+    thresholds: SelfAdaptiveThreshold | None = None,
 ) -> StepResult:
-    """One semi-supervised objective evaluation (no backward, no optimizer step)."""
+    """One semi-supervised objective evaluation (no backward, no optimizer step).
+
+    ``thresholds`` (freematch) is updated with this step's weak views before it masks them.
+    """
     x_l, y_l = labeled["video"], labeled["label"]
     weak, strong = unlabeled["weak"], unlabeled["strong"]
     n_l = x_l.shape[0]
 
     if method.second_stream:
-        return _ltg_step(method, cfg, student, second, x_l, y_l, weak, strong, ramp)
+        return _ltg_step(method, cfg, student, second, x_l, y_l, unlabeled, ramp)
 
     if method.ema_teacher:
         assert teacher is not None, "EMA methods need a teacher after the warm-up"
         pseudo, q_mean, weights = _pseudo_stats(method, cfg, teacher, weak)
-    else:  # fixmatch: the student itself labels the weak views
-        with torch.no_grad():
-            q_mean = student(weak).logits.softmax(dim=-1)
-        pseudo, weights = threshold_mask(q_mean, cfg.loss.threshold)
+    else:  # fixmatch, freematch: the student itself labels the weak views
+        q_mean = eval_mode_probs(student, weak)
+        if method.self_adaptive:
+            assert thresholds is not None, "freematch needs its self-adaptive thresholds"
+            thresholds.update(q_mean)
+            pseudo, weights = thresholds.mask(q_mean)
+        else:
+            pseudo, weights = threshold_mask(q_mean, cfg.loss.threshold)
 
     # labeled and strong clips share one backbone call
     logits = student(torch.cat([x_l, strong])).logits
@@ -239,9 +314,19 @@ def ssl_step(
         "l_un": float(l_un.detach()),
         "l_mix": float(l_mix.detach()),
         "mean_weight": float(weights.mean()),
-        "pseudo_acc": float((pseudo == unlabeled["label"]).float().mean()),  # analysis only
     }
-    return StepResult(loss=loss, logs=logs, pseudo_labels=pseudo.detach())
+    if method.self_adaptive:
+        logs["tau"] = float(thresholds.tau)
+        if cfg.freematch.fairness:
+            l_fair = fairness_loss(logits[n_l:], weights, thresholds.p_model, thresholds.label_hist)
+            loss = loss + ramp * cfg.freematch.fairness_weight * l_fair
+            logs["l_fair"] = float(l_fair.detach())
+    return StepResult(
+        loss=loss,
+        logs=logs,
+        pseudo_labels=pseudo.detach(),
+        unlabeled_counts=unlabeled_counts(pseudo, weights, unlabeled["label"]),
+    )
 
 
 def _ltg_step(
@@ -251,18 +336,15 @@ def _ltg_step(
     second: torch.nn.Module | None,
     x_l: torch.Tensor,
     y_l: torch.Tensor,
-    weak: torch.Tensor,
-    strong: torch.Tensor,
+    unlabeled: dict,
     ramp: float,
 ) -> StepResult:
     """LTG: RGB and temporal-gradient students, averaged thresholded pseudo-labels, feature alignment."""
     assert second is not None, "ltg needs the temporal-gradient stream"
     views = _unwrap(student).config.views
+    weak, strong = unlabeled["weak"], unlabeled["strong"]
     n_l = x_l.shape[0]
-    with torch.no_grad():
-        q = 0.5 * (
-            student(weak).logits.softmax(-1) + second(temporal_gradient(weak, views)).logits.softmax(-1)
-        )
+    q = 0.5 * (eval_mode_probs(student, weak) + eval_mode_probs(second, temporal_gradient(weak, views)))
     pseudo, mask = threshold_mask(q, cfg.loss.threshold)
     out_rgb = student(torch.cat([x_l, strong]))
     out_tg = second(temporal_gradient(torch.cat([x_l, strong]), views))
@@ -278,7 +360,12 @@ def _ltg_step(
         "l_align": float(align.detach()),
         "mean_weight": float(mask.mean()),
     }
-    return StepResult(loss=loss, logs=logs, pseudo_labels=pseudo)
+    return StepResult(
+        loss=loss,
+        logs=logs,
+        pseudo_labels=pseudo,
+        unlabeled_counts=unlabeled_counts(pseudo, mask, unlabeled["label"]),
+    )
 
 
 def _unwrap(model: torch.nn.Module) -> SeFAREncoder:

@@ -5,7 +5,8 @@ AdamW with linear warm-up and cosine decay for small CPU runs. Weight decay appl
 only: a model's ``no_weight_decay()`` names the norms, biases and embeddings it exempts. Optional
 layer-wise learning-rate decay (as in BEiT / MAE fine-tuning): a model's ``layer_id(name)`` places each
 parameter at a depth 0..L+1 (embeddings 0, block i at i + 1, the head L + 1) and its lr is scaled by
-``layer_decay ** (L + 1 - depth)``, so a pretrained backbone moves less than the new head.
+``layer_decay ** (L + 1 - depth)``, so a pretrained backbone moves less than the new head. Parameters no
+image checkpoint provides (the SeFAR encoder's temporal ones) are new like the head and sit at its depth.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ class OptimConfig:
     grad_clip: float = field(default=0.0, metadata={"help": "max gradient norm; 0 = no clipping"})
     layer_decay: float = field(
         default=1.0,
-        metadata={"help": "lr x layer_decay^(L + 1 - depth): embeddings depth 0, block i i + 1; 1 = off"},
+        metadata={
+            "help": "lr x layer_decay^(L + 1 - depth): embeddings depth 0, block i i + 1, head and temporal "
+            "parameters L + 1; 1 = off"
+        },
     )
 
 

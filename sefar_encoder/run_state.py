@@ -68,6 +68,7 @@ class RunState:
     epoch_count: int = 0
     epoch_nonfinite: int = 0
     pseudo_counts: list[int] = field(default_factory=list)  # pseudo-label histogram of the epoch
+    method_state: dict[str, Any] = field(default_factory=dict)  # the SSL method's running state (FreeMatch)
 
 
 def unwrap(model: torch.nn.Module) -> SeFAREncoder:

@@ -7,8 +7,8 @@
       ├─ per epoch: train_one_epoch → validate student (and EMA teacher) → keep the best on val → checkpoint
       └─ finish: test once with the model selected on val → metrics.json, report.md, curves/confusion PNGs
 
-Methods (``method.name``): supervised, framepool, fixmatch, svformer, ltg, sefar (+ ablation switches);
-the per-step objective is :func:`sefar_encoder.methods.ssl_step`.
+Methods (``method.name``): supervised, framepool, fixmatch, freematch, svformer, ltg, sefar (+ ablation
+switches); the per-step objective is :func:`sefar_encoder.methods.ssl_step`.
 
 Reliability (docs/reliability.md): a step whose loss is NaN/inf on any process is skipped on every process
 and counted; ``max_nonfinite_steps`` in a row stop the run (:class:`FloatingPointError`). Undecodable clips
@@ -53,7 +53,9 @@ from sefar_encoder.dataset import (
 )
 from sefar_encoder.ema import EMATeacher, decay_from_horizon
 from sefar_encoder.evaluation import evaluate, evaluate_candidates, read_pairs, score
-from sefar_encoder.losses import sine_ramp
+from sefar_encoder.frame_cache import FrameCache
+from sefar_encoder.frame_tokens import FrameTokenCache
+from sefar_encoder.losses import SelfAdaptiveThreshold, sine_ramp
 from sefar_encoder.methods import (
     MethodConfig,
     ResolvedMethod,
@@ -81,6 +83,7 @@ from sefar_encoder.run_state import (
     write_checkpoint,
     write_history,
 )
+from sefar_encoder.transforms import AugmentConfig, scaled_jitter_range
 
 
 # ----------------------------------------------------------------------------------------- config
@@ -103,6 +106,13 @@ class TrainConfig:
     num_frames: int = field(default=8, metadata={"help": "frames per clip (all views together)"})
     init_checkpoint: str | None = field(
         default=None, metadata={"help": "image ViT weights (local .safetensors/.pth or timm/hub id)"}
+    )
+    frame_token_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "freeze the per-frame stem (model.frame_blocks > 0) and cache its tokens in this folder: "
+            "many more steps per minute, spatial augmentation reduced to mirroring (sefar_encoder.frame_tokens)"
+        },
     )
     mixed_precision: Literal["no", "bf16", "fp16"] = field(
         default="no", metadata={"help": "mixed precision on CUDA (CPU runs in fp32)"}
@@ -145,6 +155,7 @@ class TrainContext:
     run_dir: Path
     tube_mix: TubeMix
     teacher: EMATeacher | None = None
+    thresholds: SelfAdaptiveThreshold | None = None  # freematch's running thresholds (checkpointed)
 
     @property
     def total_opt_steps(self) -> int:
@@ -193,16 +204,43 @@ def build_model(cfg: TrainConfig, hierarchy: Hierarchy, views: tuple[int, ...]) 
     return model, report
 
 
+def frame_token_cache(cfg: TrainConfig, model: SeFAREncoder, augment: AugmentConfig) -> FrameTokenCache:
+    """Freeze ``model``'s per-frame stem and return the token cache of it (entries not built yet)."""
+    if cfg.model.frame_blocks < 1:
+        raise ConfigError(
+            "frame_token_cache needs a per-frame stem to cache: set model.frame_blocks (e.g. 2 of 4 blocks)"
+        )
+    model.freeze_frame_stem()
+    frames = None
+    if cfg.data.cache_dir:  # the frame cache the datasets use (same short side), so clips are decoded once
+        short = cfg.data.cache_short_side or scaled_jitter_range(cfg.data.image_size, augment)[1]
+        frames = FrameCache(cfg.data.cache_dir, short)
+    return FrameTokenCache(
+        cfg.frame_token_cache,
+        model,
+        cfg.data.image_size,
+        augment,
+        frame_cache=frames,
+        backend=cfg.data.backend,
+    )
+
+
 def entropy_of_histogram(counts: list[int]) -> float:
     """Normalised entropy (0..1) of the pseudo-label histogram: near 0 = collapse onto few classes."""
     c = np.asarray(counts, dtype=np.float64)
     if c.sum() == 0:
         return float("nan")
     p = c[c > 0] / c.sum()
-    return float(-(p * np.log(p)).sum() / math.log(len(c)))
+    # 0.0 - x, not -x: a full collapse (one class, p = 1) sums to 0.0, and -0.0 would print as "-0.000".
+    return float((0.0 - (p * np.log(p)).sum()) / math.log(len(c)))
 
 
 # ----------------------------------------------------------------------------------------- train
+# StepResult.unlabeled_counts summed over an epoch's steps (kept in RunState.epoch_sums, so a resumed
+# epoch continues them): all unlabeled clips, those with a non-zero weight, those correctly pseudo-labeled
+UNLABELED_COUNTS = ("clips_unlabeled", "clips_used", "clips_pseudo_correct")
+
+
 def objective(ctx: TrainContext, item: Any, ssl_phase: bool, ramp: float) -> StepResult:
     """The step's loss (no backward): the method's semi-supervised objective, or supervised only."""
     student, second = ctx.student, ctx.second
@@ -211,7 +249,17 @@ def objective(ctx: TrainContext, item: Any, ssl_phase: bool, ramp: float) -> Ste
         teacher = ctx.teacher.module if ctx.teacher is not None else None
         grid = unwrap(student).grid_size
         return ssl_step(
-            ctx.method, ctx.cfg.method, student, teacher, labeled, unlabeled, ramp, ctx.tube_mix, grid, second
+            ctx.method,
+            ctx.cfg.method,
+            student,
+            teacher,
+            labeled,
+            unlabeled,
+            ramp,
+            ctx.tube_mix,
+            grid,
+            second,
+            thresholds=ctx.thresholds,
         )
     result = supervised_step(student, item)
     if second is not None:  # ltg warm-up: the temporal-gradient stream learns too
@@ -298,6 +346,10 @@ def train_one_epoch(
                 sums[k] = sums.get(k, 0.0) + v
             state.epoch_count += 1
             step_losses.append(loss)
+            if result.unlabeled_counts is not None:  # every process's clips, summed: exact epoch shares
+                counts = acc.reduce(result.unlabeled_counts.to(acc.device), "sum").cpu().tolist()
+                for key, n in zip(UNLABELED_COUNTS, counts):
+                    sums[key] = sums.get(key, 0.0) + n
             if result.pseudo_labels is not None:  # the histogram over every process's clips
                 counts = torch.bincount(result.pseudo_labels.flatten().cpu(), minlength=num_classes)
                 counts = acc.reduce(counts.to(acc.device), "sum").cpu().tolist()
@@ -314,7 +366,11 @@ def train_one_epoch(
             bar.close()
             raise StopRequested
     bar.close()
-    logs = {k: v / max(1, state.epoch_count) for k, v in sums.items()}
+    logs = {k: v / max(1, state.epoch_count) for k, v in sums.items() if k not in UNLABELED_COUNTS}
+    unlabeled, used, correct = (sums.get(k, 0.0) for k in UNLABELED_COUNTS)
+    if unlabeled:  # shares of the epoch's unlabeled clips, not means of per-step shares
+        logs["unlabeled_used"] = used / unlabeled
+        logs["pseudo_acc"] = correct / unlabeled
     logs["ramp"] = ramp
     logs["lr"] = optimizer.param_groups[0]["lr"]
     if sum(state.pseudo_counts):
@@ -367,6 +423,8 @@ def sync_data_problems(ctx: TrainContext, state: RunState) -> None:
 def save_run_checkpoint(ctx: TrainContext, state: RunState, name: str) -> None:
     """Checkpoint ``name`` (every process calls this; the main one writes)."""
     sync_data_problems(ctx, state)
+    if ctx.thresholds is not None:  # freematch: a resumed run continues the same running thresholds
+        state.method_state = {"freematch": ctx.thresholds.state_dict()}
     if ctx.accelerator.is_main_process:
         write_checkpoint(
             ctx.run_dir,
@@ -382,6 +440,8 @@ def save_run_checkpoint(ctx: TrainContext, state: RunState, name: str) -> None:
 
 def restore_run_checkpoint(ctx: TrainContext, path: Path) -> RunState:
     state, ctx.teacher = read_checkpoint(path, ctx.student, ctx.second, ctx.optimizer)
+    if ctx.thresholds is not None:
+        ctx.thresholds.load_state_dict(state.method_state["freematch"])
     # the training stream's counts continue from the checkpoint's totals (held by the main process)
     ctx.loader.num_skipped = state.skipped_clips if ctx.accelerator.is_main_process else 0
     return state
@@ -434,11 +494,6 @@ def setup(cfg: TrainConfig, resume: bool) -> tuple[TrainContext | None, RunState
         return None, RunState()
     if resume:
         check_resume_config(run_dir / "config.yaml", cfg, RESUME_MAY_DIFFER)
-    if acc.is_main_process:
-        if not resume:
-            forget_previous_run(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
     torch.manual_seed(cfg.seed)
 
     method = resolve_method(cfg.method)
@@ -448,9 +503,23 @@ def setup(cfg: TrainConfig, resume: bool) -> tuple[TrainContext | None, RunState
     hierarchy = build_hierarchy(cfg)
     augment = dataclasses.replace(cfg.data.augment, temporal_perturb=method.perturb)
     data_cfg = dataclasses.replace(cfg.data, views=views, augment=augment)
+    student, init_report = build_model(cfg, hierarchy, views)
+    token_cache = frame_token_cache(cfg, student, augment) if cfg.frame_token_cache else None
     datasets = build_datasets(
-        data_cfg, hierarchy.num_classes, splits, progress=cfg.progress and acc.is_main_process
+        data_cfg,
+        hierarchy.num_classes,
+        splits,
+        progress=cfg.progress and acc.is_main_process,
+        token_cache=token_cache,
     )
+    if token_cache is not None:
+        if acc.is_main_process:
+            clips = [
+                e.path for ds in datasets.values() for i, e in enumerate(ds.entries) if i not in ds.known_bad
+            ]
+            built = token_cache.build(clips, progress=cfg.progress)
+            print(f"frame tokens: {built} clips encoded into {token_cache.cache_dir}")
+        acc.wait_for_everyone()
     if method.uses_unlabeled:
         num_unlabeled = len(datasets["unlabel"])
         if num_unlabeled == 0:
@@ -468,6 +537,13 @@ def setup(cfg: TrainConfig, resume: bool) -> tuple[TrainContext | None, RunState
             f"data.batch_size ({cfg.data.batch_size}) must be divisible by grad_accum x processes "
             f"({cfg.grad_accum} x {acc.num_processes})"
         )
+    # Only once the input checks above have passed: a run refused for its data or config leaves neither a
+    # config.yaml that looks like a started run nor a previous run's checkpoints deleted.
+    if acc.is_main_process:
+        if not resume:
+            forget_previous_run(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
     loader = build_semi_loader(
         dataclasses.replace(data_cfg, batch_size=cfg.data.batch_size // cfg.grad_accum),
         datasets,
@@ -475,19 +551,25 @@ def setup(cfg: TrainConfig, resume: bool) -> tuple[TrainContext | None, RunState
         shard=(acc.process_index, acc.num_processes),
     )
 
-    student, init_report = build_model(cfg, hierarchy, views)
     if method.order_blind:
         make_order_blind(student)
     if init_report is not None and acc.is_main_process:
         (run_dir / "init_report.json").write_text(json.dumps(dataclasses.asdict(init_report), indent=1))
         print(init_report.summary())
     second = build_model(cfg, hierarchy, views)[0] if method.second_stream else None
+    if token_cache is not None and second is not None:
+        second.freeze_frame_stem()  # the same init, so the same stem as the student's: one cache serves both
     optimizer = build_optimizer(cfg.optim, student, [second] if second is not None else [])
     if second is not None:
         student, second, optimizer = acc.prepare(student, second, optimizer)
     else:
         student, optimizer = acc.prepare(student, optimizer)
 
+    thresholds = None
+    if method.self_adaptive:  # one state on every process: each update sums the batch statistics of all
+        thresholds = SelfAdaptiveThreshold(
+            hierarchy.num_classes, cfg.method.freematch.momentum, reduce_sum=lambda t: acc.reduce(t, "sum")
+        )
     ctx = TrainContext(
         cfg=cfg,
         accelerator=acc,
@@ -502,6 +584,7 @@ def setup(cfg: TrainConfig, resume: bool) -> tuple[TrainContext | None, RunState
         opt_per_epoch=optimizer_steps_per_epoch(cfg, len(datasets["train"]), num_unlabeled),
         run_dir=run_dir,
         tube_mix=TubeMix(cfg.method.mix_alpha, cfg.method.mix_alpha),
+        thresholds=thresholds,
     )
     state = RunState()
     if resume:
@@ -572,6 +655,7 @@ def finish(ctx: TrainContext, state: RunState) -> dict[str, Any]:
     entropies = [
         r["train"]["pseudo_label_entropy"] for r in state.history if "pseudo_label_entropy" in r["train"]
     ]
+    ssl_epochs = [r["train"] for r in state.history if "unlabeled_used" in r["train"]]
     metrics = {
         "method": cfg.method.name,
         "resolved_method": dataclasses.asdict(ctx.method),
@@ -590,6 +674,9 @@ def finish(ctx: TrainContext, state: RunState) -> dict[str, Any]:
         "empty_steps": state.empty_steps,
         "nonfinite_steps": state.nonfinite_steps,
         "pseudo_label_entropy": entropies[-1] if entropies else None,
+        # the last SSL epoch's shares of its unlabeled clips: weighted (used), correctly pseudo-labeled
+        "unlabeled_used": ssl_epochs[-1]["unlabeled_used"] if ssl_epochs else None,
+        "pseudo_acc": ssl_epochs[-1]["pseudo_acc"] if ssl_epochs else None,
         **data_problems(ctx.datasets, cfg.data.on_bad_sample, state, [val_pred, test_pred]),
         "history": state.history,
     }

@@ -12,11 +12,13 @@ from mllm_run_fixtures import load_script
 bench = load_script("bench_ssl")
 
 
-def write_run(runs: Path, job: str, seed: int, mean_class: float, minutes: float = 2.0) -> None:
+def write_run(
+    runs: Path, job: str, seed: int, mean_class: float, minutes: float = 2.0, **ssl: float | None
+) -> None:
     run = runs / job / f"seed{seed}"
     run.mkdir(parents=True)
     test = {"mean_class": mean_class, "top1": mean_class, "pairs_direction": {"accuracy": 0.5}}
-    (run / "metrics.json").write_text(json.dumps({"test": test, "minutes": minutes}))
+    (run / "metrics.json").write_text(json.dumps({"test": test, "minutes": minutes, **ssl}))
 
 
 def aggregate(tmp_path: Path, *extra: str) -> dict:
@@ -77,3 +79,32 @@ def test_broken_previous_json_is_an_error_naming_the_file(tmp_path):
     (tmp_path / "t.json").write_text('{"sefar@10": \n')
     with pytest.raises(SystemExit, match=r"t\.json: line 2: not valid JSON"):
         aggregate(tmp_path)
+
+
+def test_ssl_statistics_are_seed_means_in_percent(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    write_run(runs, "freematch@5", 0, 0.20, unlabeled_used=0.50, pseudo_acc=0.25)
+    write_run(runs, "freematch@5", 1, 0.30, unlabeled_used=0.70, pseudo_acc=0.35)
+    write_run(runs, "supervised@5", 0, 0.25, unlabeled_used=None, pseudo_acc=None)  # no unlabeled clips
+    write_run(runs, "fixmatch@10", 0, 0.25)  # a run from before the statistics existed
+    table = aggregate(tmp_path)
+    assert table["freematch@5"]["unlabeled_used"] == pytest.approx(60.0)
+    assert table["freematch@5"]["pseudo_acc"] == pytest.approx(30.0)
+    for job in ("supervised@5", "fixmatch@10"):
+        assert "unlabeled_used" not in table[job] and "pseudo_acc" not in table[job]
+    md = (tmp_path / "t.md").read_text().splitlines()
+    assert "| unlabeled used (%) | pseudo-label acc. (%) | min/run |" in md[0]
+    assert "| freematch@5 | 25.0 ± 7.1 | 2 | 25.0 | 50.0 | – | 60.0 | 30.0 | 2.0 |" in md
+    assert "| supervised@5 | 25.0 ± 0.0 | 1 | 25.0 | 50.0 | – | – | – | 2.0 |" in md
+
+
+def test_label_rate_5_jobs_and_freematch_are_in_the_job_list():
+    for job, rate in {
+        "supervised@5": 5,
+        "fixmatch@5": 5,
+        "sefar@5": 5,
+        "freematch@10": 10,
+        "freematch@5": 5,
+    }.items():
+        assert bench.JOBS[job][0] == rate
+        assert f"method.name={job.split('@')[0]}" in bench.JOBS[job][1]

@@ -7,12 +7,15 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from sefar_encoder import methods
 from sefar_encoder.ema import EMATeacher
-from sefar_encoder.losses import LossConfig
+from sefar_encoder.losses import FreeMatchConfig, LossConfig, SelfAdaptiveThreshold, mix_loss, threshold_mask
 from sefar_encoder.methods import (
     MethodConfig,
     ResolvedMethod,
+    eval_mode_probs,
     make_order_blind,
     method_views,
     resolve_method,
@@ -27,6 +30,7 @@ TABLE = {
     "supervised": (False, "none", False, False, False, False, False, False),
     "framepool": (False, "none", False, False, False, False, False, True),
     "fixmatch": (False, "none", False, False, False, True, False, False),
+    "freematch": (False, "none", False, False, False, True, False, False),
     "svformer": (False, "warp", False, True, True, True, False, False),
     "ltg": (False, "none", False, False, False, True, True, False),
     "sefar": (True, "mod_reverse", True, True, True, True, False, False),
@@ -39,6 +43,7 @@ def test_resolve_method_defaults(name):
     r = resolve_method(MethodConfig(name=name))
     assert r.name == name
     assert tuple(getattr(r, f) for f in (*FIELDS, "order_blind")) == TABLE[name]
+    assert r.self_adaptive == (name == "freematch")
 
 
 @pytest.mark.parametrize(
@@ -147,6 +152,8 @@ def grad_norm(module: torch.nn.Module, prefix: str) -> float:
 
 SSL_CASES = {
     "fixmatch": MethodConfig(name="fixmatch"),
+    "freematch": MethodConfig(name="freematch"),
+    "freematch_no_fairness": MethodConfig(name="freematch", freematch=FreeMatchConfig(fairness=False)),
     "svformer": MethodConfig(name="svformer"),
     "ltg": MethodConfig(name="ltg"),
     "sefar": MethodConfig(name="sefar"),
@@ -167,15 +174,33 @@ def test_one_ssl_step(case):
     second = tiny_encoder(views, seed=1) if method.second_stream else None
     teacher = EMATeacher(student, 0.9).module if method.ema_teacher else None
     before = snapshot(teacher) if teacher is not None else None
+    # freematch: the clip with the largest max prob always passes τ(c) ≤ τ ≤ that max after one update
+    thresholds = SelfAdaptiveThreshold(NUM_CLASSES) if method.self_adaptive else None
     labeled, unlabeled = random_batches()
 
     torch.manual_seed(2)
     result = ssl_step(
-        method, cfg, student, teacher, labeled, unlabeled, 1.0, TubeMix(), student.grid_size, second
+        method,
+        cfg,
+        student,
+        teacher,
+        labeled,
+        unlabeled,
+        1.0,
+        TubeMix(),
+        student.grid_size,
+        second,
+        thresholds,
     )
     assert torch.isfinite(result.loss) and result.loss.ndim == 0
     assert result.pseudo_labels.shape == (4,)
     assert result.logs["l_un"] > 0 and result.logs["mean_weight"] > 0
+    counts = result.unlabeled_counts.tolist()
+    assert counts[0] == 4 and 1 <= counts[1] <= 4 and 0 <= counts[2] <= 4
+    assert counts[2] == int((result.pseudo_labels == unlabeled["label"]).sum())
+    if thresholds is not None:
+        assert float(thresholds.tau) != pytest.approx(1 / NUM_CLASSES) and "tau" in result.logs
+        assert ("l_fair" in result.logs) == cfg.freematch.fairness
     if method.token_mix:
         assert result.logs["l_mix"] > 0
     result.loss.backward()
@@ -251,3 +276,102 @@ def test_bench_teacher_runs_and_reports_its_ratios(capsys):
         assert arm["unit"] == "s/step" and arm["ratio"] == pytest.approx(arm["a"] / arm["b"], rel=1e-2)
     assert set(out["teacher_only"]["median"]) == {"k10", "k1", "k10_full"} and "machine" in out
     assert '"teacher_k10_vs_k1"' in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- pseudo-labels in eval mode
+def test_eval_mode_probs_equal_the_eval_forward_and_restore_every_mode():
+    student = tiny_encoder((8,))  # head dropout 0.5
+    assert student.config.head_dropout == 0.5
+    student.train()
+    student.backbone.blocks[0].eval()  # a submodule in another mode keeps it
+    _, unlabeled = random_batches()
+    modes = {n: m.training for n, m in student.named_modules()}
+    probs = eval_mode_probs(student, unlabeled["weak"])
+    assert {n: m.training for n, m in student.named_modules()} == modes
+    assert not probs.requires_grad
+    student.eval()
+    with torch.no_grad():
+        assert torch.equal(probs, student(unlabeled["weak"]).logits.softmax(-1))
+
+
+@pytest.mark.parametrize("name", ["fixmatch", "ltg", "freematch"])
+def test_student_pseudo_labels_come_from_the_eval_mode_forward(name, monkeypatch):
+    cfg = MethodConfig(name=name)
+    method = resolve_method(cfg)
+    student = tiny_encoder((8,)).train()
+    second = tiny_encoder((8,), seed=1).train() if method.second_stream else None
+    thresholds = SelfAdaptiveThreshold(NUM_CLASSES) if method.self_adaptive else None
+    labeled, unlabeled = random_batches()
+    seen = []
+    if thresholds is not None:
+        real_update = thresholds.update
+        monkeypatch.setattr(thresholds, "update", lambda q: seen.append(q) or real_update(q))
+    else:
+        monkeypatch.setattr(methods, "threshold_mask", lambda q, t: seen.append(q) or threshold_mask(q, t))
+
+    ssl_step(
+        method, cfg, student, None, labeled, unlabeled, 1.0, TubeMix(), student.grid_size, second, thresholds
+    )
+    models = [student] if second is None else [student, second]
+    assert all(m.training for model in models for m in model.modules())  # train mode is back
+    for model in models:
+        model.eval()
+    with torch.no_grad():
+        expected = student(unlabeled["weak"]).logits.softmax(-1)
+        if second is not None:
+            tg = temporal_gradient(unlabeled["weak"], (8,))
+            expected = 0.5 * (expected + second(tg).logits.softmax(-1))
+    assert len(seen) == 1 and torch.equal(seen[0], expected)
+
+
+def test_the_eval_mode_pass_leaves_the_training_forward_alone():
+    # the same loss and gradients as the training forward alone: the eval pass draws no random numbers
+    # (so the dropout masks are the same) and adds nothing to the autograd graph
+    cfg = dataclasses.replace(MethodConfig(name="fixmatch"), loss=LossConfig(threshold=0.0))
+    method = resolve_method(cfg)
+    student = tiny_encoder((8,)).train()
+    labeled, unlabeled = random_batches()
+    torch.manual_seed(5)
+    result = ssl_step(method, cfg, student, None, labeled, unlabeled, 1.0, TubeMix(), student.grid_size)
+    result.loss.backward()
+    grads = {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
+    student.zero_grad(set_to_none=True)
+
+    pseudo = eval_mode_probs(student, unlabeled["weak"]).argmax(-1)
+    torch.manual_seed(5)
+    logits = student(torch.cat([labeled["video"], unlabeled["strong"]])).logits
+    l_sup = F.cross_entropy(logits[:2], labeled["label"])
+    loss = l_sup + cfg.loss.gamma_un * F.cross_entropy(logits[2:], pseudo)  # every weight 1 at threshold 0
+    loss.backward()
+    assert torch.equal(result.pseudo_labels, pseudo)
+    torch.testing.assert_close(result.loss, loss, rtol=0, atol=0)
+    assert grads.keys() == {n for n, p in student.named_parameters() if p.grad is not None}
+    for n, p in student.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(grads[n], p.grad, rtol=0, atol=0, msg=n)
+
+
+# ----------------------------------------------------------------------------- L_mix switch
+@pytest.mark.parametrize("name", ["svformer", "sefar"])
+def test_mix_on_logits_reaches_l_mix(name, monkeypatch):
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["on_logits"])
+        return mix_loss(*args, **kwargs)
+
+    monkeypatch.setattr(methods, "mix_loss", spy)
+    l_mix = {}
+    for on_logits in (False, True):
+        cfg = dataclasses.replace(
+            MethodConfig(name=name), loss=LossConfig(threshold=0.0, mix_on_logits=on_logits)
+        )
+        method = resolve_method(cfg)
+        student = tiny_encoder(method_views(method))
+        teacher = EMATeacher(student, 0.9).module
+        labeled, unlabeled = random_batches()
+        torch.manual_seed(0)
+        res = ssl_step(method, cfg, student, teacher, labeled, unlabeled, 1.0, TubeMix(), student.grid_size)
+        l_mix[on_logits] = res.logs["l_mix"]
+    assert calls == [False, True]
+    assert l_mix[False] > 0 and l_mix[True] > 0 and l_mix[False] != l_mix[True]

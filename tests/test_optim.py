@@ -83,3 +83,28 @@ def test_grouped_optimizer_state_survives_a_checkpoint(model) -> None:
     assert [g["lr"] for g in again.param_groups] == [g["lr"] for g in opt.param_groups]
     a, b = opt.state_dict()["state"], again.state_dict()["state"]
     assert a.keys() == b.keys() and all(torch.equal(a[k]["exp_avg"], b[k]["exp_avg"]) for k in a)
+
+
+def test_temporal_parameters_learn_at_the_heads_rate(model) -> None:
+    # zero-initialised and absent from image checkpoints: no layer-wise decay, or the model stays
+    # (nearly) blind to frame order while the pretrained blocks adapt
+    cfg = OptimConfig(name="adamw", lr=1e-3, layer_decay=0.75)
+    opt = build_optimizer(cfg, model, [])
+    set_lr(opt, cfg, step=0, total=10)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    lr = {n: lr_of[id(p)] for n, p in model.named_parameters()}
+    head = lr["fusion_head.classifier.weight"]
+    depth = model.num_layers
+    for name in (
+        "backbone.blocks.0.proj_t.weight",
+        "backbone.blocks.0.proj_t.bias",
+        "backbone.blocks.0.attn_t.qkv.weight",
+        "backbone.blocks.0.norm_t.weight",
+        f"backbone.blocks.{depth - 1}.attn_t.proj.weight",
+        "backbone.time_embeds.0",
+    ):
+        assert lr[name] == head, name
+    # the spatial weights of a block keep their decayed rate, the embeddings theirs
+    assert lr["backbone.blocks.0.attn.qkv.weight"] == pytest.approx(head * 0.75**depth)
+    assert lr["backbone.blocks.0.mlp.fc1.weight"] == pytest.approx(head * 0.75**depth)
+    assert lr["backbone.pos_embed"] == pytest.approx(head * 0.75 ** (depth + 1))

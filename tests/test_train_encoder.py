@@ -5,6 +5,7 @@ error messages."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from gym_qa.hierarchy import Hierarchy
 from sefar_encoder import training
 from sefar_encoder.checkpoint import latest_checkpoint, load_checkpoint
 from sefar_encoder.model import SeFAREncoder
+from sefar_encoder.run_state import epoch_line
 
 ALLOWED_SUFFIXES = {".safetensors", ".json", ".jsonl", ".yaml", ".png", ".md"}
 
@@ -27,6 +29,7 @@ ALLOWED_SUFFIXES = {".safetensors", ".json", ".jsonl", ".yaml", ".png", ".md"}
 METHODS = {
     "supervised": (["method.name=supervised"], (8,), "none", False, False),
     "fixmatch": (["method.name=fixmatch"], (8,), "none", False, False),
+    "freematch": (["method.name=freematch"], (8,), "none", False, False),
     "svformer": (["method.name=svformer"], (8,), "warp", True, False),
     "ltg": (["method.name=ltg"], (8,), "none", False, True),
     "sefar": (["method.name=sefar"], (2, 2, 4), "mod_reverse", True, False),
@@ -110,11 +113,18 @@ def test_every_method_trains_exports_and_reports(case, synthgym_tiny, tmp_path, 
     if case != "supervised":
         assert lines[1]["train"]["ramp"] == pytest.approx(1.0) and "l_un" in lines[1]["train"]
         assert 0.0 <= lines[1]["train"]["pseudo_label_entropy"] <= 1.0
+        # shares of the SSL epoch's 2 steps x 4 unlabeled clips (none in the warm-up epoch)
+        for key in ("unlabeled_used", "pseudo_acc"):
+            share = lines[1]["train"][key]
+            assert 0.0 <= share <= 1.0 and 8 * share == pytest.approx(round(8 * share)), key
+            assert key not in lines[0]["train"]
     assert ("teacher" in lines[1]["val"]) == ema
     assert all(torch.isfinite(torch.tensor(r["train"]["loss"])) for r in lines)
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(metrics))
     assert saved["optimizer_steps"] == 4 and saved["epochs"] == 2 and saved["method"] == cfg.method.name
+    for key in ("unlabeled_used", "pseudo_acc"):  # the last epoch's
+        assert saved[key] == (None if case == "supervised" else lines[1]["train"][key])
     assert saved["best"]["which"] in (("student", "teacher") if ema else ("student",))
     for split in ("val", "test"):
         assert saved[split]["count"] == 12
@@ -123,6 +133,26 @@ def test_every_method_trains_exports_and_reports(case, synthgym_tiny, tmp_path, 
         assert {"set", "event", "pairs_direction", "pairs_twists"} <= set(saved[split])
     report = (run_dir / "report.md").read_text()
     assert f"{100 * saved['test']['mean_class']:.1f}" in report and "direction" in report
+
+
+def test_ssl_statistics_are_clip_weighted_epoch_shares(synthgym_tiny, tmp_path, train, monkeypatch):
+    # steps of different sizes (as with skipped clips): step 1 has 4 unlabeled clips, 1 used, 0 correct;
+    # step 2 has 2 clips, both used and correct -> 3/6 used, 2/6 correct (per-step means: 0.625, 0.5)
+    real, fake = train.ssl_step, iter([[4, 1, 0], [2, 2, 2]])
+
+    def step(*args, **kwargs):
+        result = real(*args, **kwargs)
+        result.unlabeled_counts = torch.tensor(next(fake))
+        return result
+
+    monkeypatch.setattr(train, "ssl_step", step)
+    metrics = train.run(tiny_train_config(synthgym_tiny, tmp_path / "r", "method.name=fixmatch"))
+    ssl_epoch = metrics["history"][1]["train"]
+    assert ssl_epoch["unlabeled_used"] == pytest.approx(3 / 6)
+    assert ssl_epoch["pseudo_acc"] == pytest.approx(2 / 6)
+    assert metrics["unlabeled_used"] == ssl_epoch["unlabeled_used"]
+    assert metrics["pseudo_acc"] == ssl_epoch["pseudo_acc"]
+    assert not any(k.startswith("clips_") for k in ssl_epoch)  # the raw counts stay internal
 
 
 def test_command_line_run_and_resume_of_a_finished_run(synthgym_tiny, tmp_path, capsys, cli):
@@ -147,6 +177,32 @@ def test_missing_data_is_a_clear_error(tmp_path, capsys, cli):
     assert cli.main(args) == 1
     err = capsys.readouterr().err
     assert "list file not found" in err and str(missing / "splits" / "10" / "train.csv") in err
+    assert not (tmp_path / "r").exists()  # a run refused for its input writes nothing, not even config.yaml
+
+
+def test_a_run_refused_for_its_input_leaves_the_previous_run_alone(tmp_path, capsys, cli):
+    run_dir = tmp_path / "r"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    previous = {"config.yaml": "seed: 5\n", "metrics.json": "{}\n"}
+    for name, text in previous.items():
+        (run_dir / name).write_text(text)
+    args = [
+        "--config",
+        "configs/encoder/synthgym_tiny.yaml",
+        f"data.root={tmp_path / 'none'}",
+        f"out_dir={run_dir}",
+    ]
+    assert cli.main(args) == 1 and "list file not found" in capsys.readouterr().err
+    assert {name: (run_dir / name).read_text() for name in previous} == previous
+    assert (run_dir / "checkpoints").is_dir()
+
+
+def test_pseudo_label_entropy_of_a_collapse_is_a_positive_zero():
+    entropy = training.entropy_of_histogram([0, 7, 0])  # every pseudo-label on one class
+    assert entropy == 0.0 and math.copysign(1.0, entropy) == 1.0
+    line = epoch_line({"epoch": 1, "train": {"pseudo_label_entropy": entropy}})
+    assert "pseudo-label entropy 0.000" in line
+    assert training.entropy_of_histogram([3, 3, 3]) == pytest.approx(1.0)
 
 
 def nan_steps(monkeypatch, train, bad_calls: set[int]) -> None:

@@ -223,3 +223,30 @@ def test_evaluation_does_not_shift_the_training_randomness(synthgym_tiny, train,
     assert got == ref
     a, b = final_weights(run_dir), final_weights(reference)
     assert all(a[k].equal(b[k]) for k in a)
+
+
+def test_freematch_thresholds_survive_a_mid_epoch_resume(synthgym_tiny, train, tmp_path, monkeypatch):
+    # λ = 0.5: the running thresholds move visibly each step, so a resume that restarted them at 1/C (or
+    # lost the partial epoch's clip counts) would change the masks, the losses and the statistics
+    common = ["epochs=3", "method.name=freematch", "method.freematch.momentum=0.5", "deterministic=true"]
+    train.run(tiny_train_config(synthgym_tiny, tmp_path / "reference", *common))
+    run_dir = tmp_path / "run"
+    cfg = tiny_train_config(synthgym_tiny, run_dir, *common)
+    sigterm_at_call(monkeypatch, train, "ssl_step", 1)  # the first SSL step: epoch 2, micro-step 3
+    with pytest.raises(train.StopRequested):
+        train.run(cfg)
+    monkeypatch.undo()
+    _, state = load_checkpoint(latest_checkpoint(run_dir))
+    assert state["micro_step"] == 3 and state["epoch_sums"]["clips_unlabeled"] == 4
+    assert state["method_state"]["freematch"]["tau"] != pytest.approx(1 / 12)  # updated once (12 classes)
+
+    train.run(cfg, resume=True)
+    got, ref = (
+        comparable(json.loads((d / "metrics.json").read_text())) for d in (run_dir, tmp_path / "reference")
+    )
+    assert got == ref and got["unlabeled_used"] is not None  # history, SSL statistics and test scores
+    (a, a_state), (b, b_state) = (
+        load_checkpoint(latest_checkpoint(d)) for d in (run_dir, tmp_path / "reference")
+    )
+    assert a_state["method_state"] == b_state["method_state"]
+    assert all(a[k].equal(b[k]) for k in a if k.startswith("student."))

@@ -54,6 +54,13 @@ class ModelConfig:
         default=(2, 2, 4),
         metadata={"help": "frames per view, in the order views are concatenated along time"},
     )
+    frame_blocks: int = field(
+        default=0,
+        metadata={
+            "help": "leading blocks without temporal attention (a per-frame stem; its output can be cached: "
+            "train.frame_token_cache)"
+        },
+    )
     num_classes: int = field(default=99, metadata={"help": "number of classes K"})
     head_dropout: float = field(default=0.5, metadata={"help": "dropout before the classifier W_c"})
     fusion_dim: int | None = field(default=None, metadata={"help": "fusion width Dh (null: embed_dim)"})
@@ -119,6 +126,7 @@ class SeFAREncoder(nn.Module):
             qkv_bias=config.qkv_bias,
             drop_path_rate=config.drop_path_rate,
             views=config.views,
+            frame_blocks=config.frame_blocks,
         )
         self.fusion_head = FusionHead(
             in_dim=config.embed_dim,
@@ -132,7 +140,8 @@ class SeFAREncoder(nn.Module):
     def forward_features(
         self, video: torch.Tensor, mix: MixSpec | None = None, return_patch_tokens: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """``video [B, C, S, H, W]`` -> per-view features ``[B, V, D]``.
+        """``video [B, C, S, H, W]`` (or its frame tokens ``[B, S, M, D]``, see :meth:`forward_frames`) ->
+        per-view features ``[B, V, D]``.
 
         With ``return_patch_tokens`` also the normalised patch tokens ``[B, S, N, D]``.
         """
@@ -141,6 +150,19 @@ class SeFAREncoder(nn.Module):
         if return_patch_tokens:
             return f, tokens[:, :, 1:]
         return f
+
+    def forward_frames(self, video: torch.Tensor) -> torch.Tensor:
+        """``video [B, C, S, H, W]`` -> frame tokens ``[B, S, M, D]`` of the per-frame stem
+        (``config.frame_blocks`` blocks); :meth:`forward` accepts them in place of the video."""
+        return self.backbone.forward_frames(video)
+
+    def freeze_frame_stem(self) -> list[str]:
+        """Freeze the parameters of :meth:`forward_frames` (so its outputs can be cached); their names."""
+        names = []
+        for name, p in self.backbone.frame_stem_parameters():
+            p.requires_grad_(False)
+            names.append(f"backbone.{name}")
+        return names
 
     def forward_head(self, view_features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """``[B, V, D]`` -> logits ``[B, K]``, or the fused feature ``h [B, Dh]`` with ``pre_logits``."""
@@ -168,13 +190,22 @@ class SeFAREncoder(nn.Module):
         return len(self.backbone.blocks)
 
     def layer_id(self, name: str) -> int:
-        """Depth of a parameter for layer-wise lr decay: patch/position/time embeddings and the class
-        token 0, backbone block i i + 1, everything after the blocks (final norm, fusion head) L + 1."""
+        """Depth of a parameter for layer-wise lr decay: patch/position embeddings and the class token 0,
+        backbone block i i + 1, everything after the blocks (final norm, fusion head) L + 1 — and the
+        temporal parameters (time embeddings; each block's ``norm_t``, ``attn_t``, ``proj_t``) L + 1 too.
+
+        The decay keeps pretrained weights close to the image checkpoint; no image checkpoint has the
+        temporal parameters (``attn_t``/``norm_t`` at most start as copies of the spatial ones,
+        ``time_embeds`` and ``proj_t`` at zero, so the model starts blind to frame order), so they learn at
+        the head's rate: at the embeddings' and their block's depth they would get 24 % (time embeddings)
+        to 32 % (block 0) of it with decay 0.75 over 4 blocks.
+        """
+        temporal = (".norm_t.", ".attn_t.", ".proj_t.")
+        if name.startswith("backbone.time_embeds.") or any(m in name for m in temporal):
+            return self.num_layers + 1
         if name.startswith("backbone.blocks."):
             return int(name.split(".")[2]) + 1
-        if name.startswith(
-            ("backbone.patch_embed", "backbone.pos_embed", "backbone.cls_token", "backbone.time_embeds")
-        ):
+        if name.startswith(("backbone.patch_embed", "backbone.pos_embed", "backbone.cls_token")):
             return 0
         return self.num_layers + 1
 

@@ -17,6 +17,13 @@ All views of a clip go through ONE backbone call::
        ▼
     final norm -> f_v = mean over the frames of view v of the per-frame CLS   -> [B, V, D]
 
+Frame stem (``frame_blocks = k > 0``): the first k blocks have no temporal branch, so their output
+depends on one frame alone and the time embedding is added after them. ``forward_frames`` runs patch
+embedding and those k blocks (the *frame tokens*, ``[B, S, M, D]``); ``forward`` accepts either a video
+or such frame tokens, so frame tokens computed once and cached (``sefar_encoder.token_cache``) give the
+same result as the video itself. TubeTokenMix then mixes the frame tokens' patch positions (after the
+stem) instead of the patch embeddings; with k = 0 both places are the same.
+
 CLS handling (our variant, documented deviation from TimeSformer): TimeSformer keeps one CLS token per
 clip, lets every frame's spatial attention read it and overwrites it with the average of the per-frame
 CLS outputs after every block. We keep one CLS token *per frame* instead; the per-frame CLS tokens take
@@ -108,11 +115,15 @@ class DividedBlock(nn.Module):
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
         drop_path: float = 0.0,
+        temporal: bool = True,
     ) -> None:
         super().__init__()
-        self.norm_t = nn.LayerNorm(dim, eps=LN_EPS)
-        self.attn_t = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias)
-        self.proj_t = nn.Linear(dim, dim)
+        # temporal=False: a frame-stem block, exactly timm's image Block (no temporal parameters at all)
+        self.has_temporal = temporal
+        if temporal:
+            self.norm_t = nn.LayerNorm(dim, eps=LN_EPS)
+            self.attn_t = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias)
+            self.proj_t = nn.Linear(dim, dim)
         self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
         self.attn = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias)
         self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
@@ -138,7 +149,8 @@ class DividedBlock(nn.Module):
     def forward(self, x: torch.Tensor, groups: ViewGroups) -> torch.Tensor:
         # x: [B, S, M, D]
         B, S, M, D = x.shape
-        x = x + self.drop_path(self.temporal(x, groups))
+        if self.has_temporal:
+            x = x + self.drop_path(self.temporal(x, groups))
         y = self.attn(self.norm1(x).reshape(B * S, M, D)).reshape(B, S, M, D)
         x = x + self.drop_path(y)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
@@ -164,8 +176,12 @@ class TimeSformer(nn.Module):
         qkv_bias: bool = True,
         drop_path_rate: float = 0.0,
         views: tuple[int, ...] = (2, 2, 4),
+        frame_blocks: int = 0,
     ) -> None:
         super().__init__()
+        if not 0 <= frame_blocks < depth:
+            raise ValueError(f"frame_blocks must be in [0, depth={depth}), got {frame_blocks}")
+        self.frame_blocks = frame_blocks
         self.groups = ViewGroups(tuple(views))
         self.views = self.groups.views
         self.embed_dim = embed_dim
@@ -182,8 +198,15 @@ class TimeSformer(nn.Module):
         self.time_embeds = nn.ParameterList([nn.Parameter(torch.zeros(t, embed_dim)) for t in self.views])
         rates = torch.linspace(0, drop_path_rate, depth).tolist()
         self.blocks = nn.ModuleList(
-            DividedBlock(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=r)
-            for r in rates
+            DividedBlock(
+                embed_dim,
+                num_heads,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                drop_path=r,
+                temporal=i >= frame_blocks,
+            )
+            for i, r in enumerate(rates)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=LN_EPS)
         self._init_weights()
@@ -203,7 +226,7 @@ class TimeSformer(nn.Module):
 
     def zero_temporal_projections(self) -> None:
         """Zero every ``proj_t``: the temporal branch then adds nothing and each frame is an image ViT."""
-        for block in self.blocks:
+        for block in self.blocks[self.frame_blocks :]:
             nn.init.zeros_(block.proj_t.weight)
             nn.init.zeros_(block.proj_t.bias)
 
@@ -212,21 +235,19 @@ class TimeSformer(nn.Module):
         return self.patch_embed.num_patches
 
     def embed(self, video: torch.Tensor) -> torch.Tensor:
-        """Patch-embed every frame: ``[B, C, S, H, W] -> [B, S, N, D]``."""
+        """Patch-embed every frame: ``[B, C, S, H, W] -> [B, S, N, D]`` (any S: frames are independent)."""
         if video.ndim != 5:
             raise ValueError(f"expected video [B, C, S, H, W], got shape {tuple(video.shape)}")
         B, C, S, H, W = video.shape
-        if S != self.groups.num_frames:
-            raise ValueError(f"video has {S} frames but views {self.views} need {self.groups.num_frames}")
         frames = video.transpose(1, 2).reshape(B * S, C, H, W)
         return self.patch_embed(frames).reshape(B, S, self.num_patches, self.embed_dim)
 
-    def forward(self, video: torch.Tensor, mix: MixSpec | None = None) -> torch.Tensor:
-        """``video [B, C, S, H, W]`` -> normalised tokens ``[B, S, M, D]`` (CLS at index 0 of each frame).
+    def forward_frames(self, video: torch.Tensor, mix: MixSpec | None = None) -> torch.Tensor:
+        """``video [B, C, S, H, W]`` -> frame tokens ``[B, S, M, D]`` after the frame stem (un-normalised;
+        with ``frame_blocks = 0`` the embedded tokens). Each frame's tokens depend on that frame alone.
 
-        ``mix`` is a :class:`~sefar_encoder.model.token_mix.MixSpec`; it is applied right after patch
-        embedding (position and time embeddings are equal for both partners at every position, so
-        mixing before or after adding them is the same).
+        ``mix`` (only without a frame stem) is applied right after patch embedding: position embeddings
+        are equal for both partners at every position, so mixing before or after adding them is the same.
         """
         x = self.embed(video)  # [B, S, N, D]
         if mix is not None:
@@ -235,11 +256,42 @@ class TimeSformer(nn.Module):
         x = x + self.pos_embed[:, 1:].unsqueeze(1)  # [1, 1, N, D]
         cls = (self.cls_token + self.pos_embed[:, :1]).unsqueeze(1).expand(B, S, 1, D)
         x = torch.cat([cls, x], dim=2)  # [B, S, M, D]
+        for block in self.blocks[: self.frame_blocks]:
+            x = block(x, self.groups)
+        return x
+
+    def forward(self, x: torch.Tensor, mix: MixSpec | None = None) -> torch.Tensor:
+        """``video [B, C, S, H, W]`` or frame tokens ``[B, S, M, D]`` (:meth:`forward_frames`) ->
+        normalised tokens ``[B, S, M, D]`` (CLS at index 0 of each frame).
+
+        ``mix`` is a :class:`~sefar_encoder.model.token_mix.MixSpec` over the patch positions: applied
+        after patch embedding without a frame stem, else to the frame tokens' patches (CLS kept).
+        """
+        if x.ndim == 5:
+            if self.frame_blocks == 0:  # mixed right after patch embedding
+                x, mix = self.forward_frames(x, mix=mix), None
+            else:
+                x = self.forward_frames(x)
+        if x.ndim != 4 or x.shape[1:] != (self.groups.num_frames, 1 + self.num_patches, self.embed_dim):
+            raise ValueError(
+                f"expected video [B, C, {self.groups.num_frames}, H, W] (views {self.views}) or its frame "
+                f"tokens [B, {self.groups.num_frames}, {1 + self.num_patches}, {self.embed_dim}], got "
+                f"{tuple(x.shape)}"
+            )
+        if mix is not None:
+            x = torch.cat([x[:, :, :1], mix.apply(x[:, :, 1:])], dim=2)  # patch positions only, CLS kept
         time = torch.cat(list(self.time_embeds), dim=0)  # [S, D], views in order
         x = x + time[None, :, None, :]
-        for block in self.blocks:
+        for block in self.blocks[self.frame_blocks :]:
             x = block(x, self.groups)
         return self.norm(x)
+
+    def frame_stem_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """Parameters that :meth:`forward_frames` uses (names relative to this module)."""
+        stem = ("patch_embed.", "cls_token", "pos_embed") + tuple(
+            f"blocks.{i}." for i in range(self.frame_blocks)
+        )
+        return [(n, p) for n, p in self.named_parameters() if n.startswith(stem)]
 
     def pool_views(self, tokens: torch.Tensor) -> torch.Tensor:
         """Per-view features ``f_v`` = mean over the view's frames of the normalised CLS: ``[B, V, D]``."""
