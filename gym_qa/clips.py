@@ -17,14 +17,15 @@ class ClipError(ValueError):
     """A clip folder is missing or a clip file cannot be read; the message names the path."""
 
 
-def clip_id_of(path: str | Path) -> str:
-    """The clip id of a path: its name without a known video extension.
+def clip_id_of(path: str | Path, extensions: tuple[str, ...] = VIDEO_EXTENSIONS) -> str:
+    """The clip id of a path: its name without a video extension (one of ``extensions``, any case).
 
-    Only video extensions are stripped, so a bare FineGym id from an element list (no extension) is
-    returned unchanged even if it happened to contain a dot.
+    The one definition of a clip id (lists, Gym-QA's ``video`` field, the feature cache, the demo). Only
+    video extensions are stripped, so a bare FineGym id from an element list (no extension) is returned
+    unchanged even if it happened to contain a dot: ``Path.stem`` would cut ``"a.b"`` to ``"a"``.
     """
     path = Path(path)
-    return path.stem if path.suffix.lower() in VIDEO_EXTENSIONS else path.name
+    return path.stem if path.suffix.lower() in extensions else path.name
 
 
 def index_clips(
@@ -45,7 +46,7 @@ def index_clips(
         ext = path.suffix.lower()
         if ext not in rank or not path.is_file():
             continue
-        clip_id = path.stem
+        clip_id = clip_id_of(path, extensions)
         if clip_id not in found or rank[ext] < rank[found[clip_id].suffix.lower()]:
             found[clip_id] = path
     return found

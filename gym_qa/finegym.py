@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from gym_qa.clips import VIDEO_EXTENSIONS, index_clips
+from gym_qa.clips import VIDEO_EXTENSIONS, clip_id_of, index_clips
 from gym_qa.lists import ListFileError, parse_list_lines, write_list
 
 _FINEGYM_ID_RE = re.compile(r"(?P<video>.+)_E_(\d+)_(\d+)_A_(\d+)_(\d+)")
@@ -116,7 +116,7 @@ def ingest(
     missing: list[ElementClip] = []
     for clip in clips:
         # An element list may name a clip by a relative path ("sub/clip"); the file index is by name.
-        found = files.get(Path(clip.clip_id).name)
+        found = files.get(clip_id_of(clip.clip_id, extensions))
         if found is None:
             missing.append(clip)
         else:

@@ -1,6 +1,7 @@
 """The event → set → element hierarchy of FineGym (and of SynthGym, which writes the same files).
 
-Files read (SPEC §1.2; FineGym's public metadata, packaged in ``gym_qa/data/finegym``)::
+Files read (docs/DESIGN.md §FineGym metadata and hierarchy; FineGym's public metadata, packaged in
+``gym_qa/data/finegym``)::
 
     gymNN_categories.txt    Clabel: i; set: s; Glabel: g; (EV) description
     gym530_categories.txt   Glabel: g; set: s; (EV) description        (class id = Glabel)
@@ -25,6 +26,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from gym_qa.atomic_files import write_text_atomic
 
 # Event codes as written in the "(EV)" prefix of FineGym descriptions, and their full names.
 EVENT_NAMES: dict[str, str] = {
@@ -259,12 +262,10 @@ class Hierarchy:
         )
 
     def save(self, path: str | Path) -> None:
-        """Write ``to_json()`` to ``path`` (temp file + rename, so readers never see half a file)."""
+        """Write ``to_json()`` to ``path`` (atomically, so readers never see half a file)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        write_text_atomic(path, json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Hierarchy:

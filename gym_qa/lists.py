@@ -1,10 +1,10 @@
 """List files, the interchange format between data sets and training: one ``<path> <label>`` per line.
 
-This is the format of SeFAR, SVFormer and MMAction2 video lists (SPEC §1.1). CRLF line endings, blank
-lines and ``#`` comments are accepted; anything else malformed raises :class:`ListFileError` naming the
-file and the line. Paths may be absolute or relative to the list file's directory; :func:`read_list`
-returns them resolved. The parser lives here (not in ``sefar_encoder``) because the Gym-QA generator,
-which must not import torch, reads the same lists.
+This is the format of SeFAR, SVFormer and MMAction2 video lists (docs/DESIGN.md §List files and splits).
+CRLF line endings, blank lines and ``#`` comments are accepted; anything else malformed raises
+:class:`ListFileError` naming the file and the line. Paths may be absolute or relative to the list file's
+directory; :func:`read_list` returns them resolved. The parser lives here (not in ``sefar_encoder``)
+because the Gym-QA generator, which must not import torch, reads the same lists.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from gym_qa.atomic_files import write_text_atomic
 
 
 class ListFileError(ValueError):
@@ -26,7 +28,9 @@ class ListEntry:
     raw_path: str  # the path as written in the file
 
 
-def parse_list_lines(text: str, source: str, base_dir: Path, num_classes: int | None = None) -> list[ListEntry]:
+def parse_list_lines(
+    text: str, source: str, base_dir: Path, num_classes: int | None = None
+) -> list[ListEntry]:
     entries = []
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -79,9 +83,7 @@ def write_list(path: str | Path, items: list[tuple[str | Path, int]], relative: 
             # a relative input path means relative to the working directory, like any file path
             p = Path(os.path.relpath(p.resolve(), base))
         lines.append(f"{p.as_posix()} {int(label)}\n")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(lines), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, "".join(lines))
 
 
 def check_disjoint(**lists: list[ListEntry]) -> None:

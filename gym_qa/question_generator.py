@@ -1,4 +1,5 @@
-"""Gym-QA question generator: clips with labels + a hierarchy → multiple-choice questions (SPEC §3.2).
+"""Gym-QA question generator: clips with labels + a hierarchy → multiple-choice questions
+(docs/DESIGN.md §Question generator).
 
 Answer types (each switchable)::
 

@@ -1,4 +1,5 @@
-"""The Gym-QA question file: the official SeFAR JSON format, read and written byte-compatibly (SPEC §3.1).
+"""The Gym-QA question file: the official SeFAR JSON format, read and written byte-compatibly
+(docs/DESIGN.md §Question format).
 
 A file is one JSON object keyed by 7-digit question ids, each record holding, in this order::
 
@@ -26,6 +27,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from gym_qa.atomic_files import write_text_atomic
 
 OPTION_LETTERS = string.ascii_uppercase
 # Field order of the official records; the writer emits exactly this order (then any extra keys).
@@ -231,12 +234,10 @@ def dump_questions(questions: Iterable[Question], ensure_ascii: bool = True) -> 
 
 
 def write_questions(path: str | Path, questions: Iterable[Question], ensure_ascii: bool = True) -> None:
-    """Write a question file atomically (temp name + rename)."""
+    """Write a question file atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(dump_questions(questions, ensure_ascii).encode("utf-8"))
-    tmp.replace(path)
+    write_text_atomic(path, dump_questions(questions, ensure_ascii))
 
 
 # ------------------------------------------------------------------------------ derived questions

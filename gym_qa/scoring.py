@@ -1,4 +1,4 @@
-"""Gym-QA evaluator: predictions against a question file → accuracy report (SPEC §3.3).
+"""Gym-QA evaluator: predictions against a question file → accuracy report (docs/DESIGN.md §Evaluator).
 
 Predictions are JSON lines, one per question (or per rotated question, see below)::
 

@@ -1,4 +1,5 @@
-"""Label-rate splits: which clips of a train pool are labeled at 5 / 10 / 20 / 100 % (SPEC §1.1, §1.2).
+"""Label-rate splits: which clips of a train pool are labeled at 5 / 10 / 20 / 100 %
+(docs/DESIGN.md §List files and splits).
 
 Output layout of :func:`write_split_dir`::
 
@@ -117,7 +118,7 @@ def write_split_dir(
     seed: int = 0,
     relative: bool = True,
 ) -> dict[str, Any]:
-    """Write the SPEC §1.1 layout for a train pool and separate val/test lists; returns the summary.
+    """Write the data set layout for a train pool and separate val/test lists; returns the summary.
 
     Raises :class:`SplitError` or :class:`~gym_qa.lists.ListFileError` when a clip is listed twice or
     appears in two of pool/val/test.

@@ -38,7 +38,7 @@ from gym_qa.scoring import Prediction
 from mllm.encoders import VideoEncoder, build_video_encoder, builder_options
 from mllm.feature_cache import encode_entries
 from mllm.generation import GenerationOptions, generate_answer
-from mllm.instruction_data import SCORE_TARGETS, read_instruction_meta
+from mllm.instruction_data import SCORE_TARGETS
 from mllm.multimodal_model import MultimodalModel
 from mllm.option_scoring import score_question
 from mllm.prompting import PromptBuilder, Turn
@@ -131,10 +131,10 @@ class VideoChat:
         Raises :class:`EncoderMismatchError` when the encoder's fingerprint differs from the one the
         MLLM was trained with. ``trust_remote_code`` (off) lets a hub LLM run its own code.
         """
-        meta = read_instruction_meta(mllm_dir)
         model = MultimodalModel.from_pretrained(
             mllm_dir, load_in_4bit=load_in_4bit, trust_remote_code=trust_remote_code
         )
+        meta = model.instruction
         if not getattr(model.llm, "is_loaded_in_4bit", False):
             model.to(device)
         tokenizer = load_tokenizer(model.config.llm.name_or_path, trust_remote_code=trust_remote_code)

@@ -15,9 +15,10 @@ that differ never share features; a changed encoder simply finds no folder and e
         shard-00000.safetensors     up to ``shard_size`` clips, tensor "<clip id>" [N, D] each
         ...
 
-A clip's id is its file stem (Gym-QA's ``video`` field). Shards are immutable; the index is rewritten
-after every shard, so an interrupted build keeps what it encoded. Both go to a temporary name and are
-renamed into place; a lock file serialises writers of one folder. Rebuilding checks every listed clip's
+A clip's id is ``gym_qa.clips.clip_id_of`` of its file (Gym-QA's ``video`` field). Shards are immutable;
+the index is rewritten after every shard, so an interrupted build keeps what it encoded. Both go to a
+temporary name and are renamed into place (``gym_qa.atomic_files``); a lock file serialises writers of one
+folder. Rebuilding checks every listed clip's
 path, size and mtime: an edited clip is encoded again (its old tensor stays, unreferenced, in an old
 shard), an unchanged one is not touched. Clips that cannot be decoded follow the data path's
 ``on_bad_sample`` policy: ``error`` raises (after saving what was done), ``skip`` records them under
@@ -45,9 +46,12 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from gym_qa.atomic_files import atomic_replace, write_text_atomic
+from gym_qa.clips import clip_id_of
 from gym_qa.lists import ListEntry, ListFileError, read_list
 from mllm.encoders.base import VideoEncoder
-from sefar_encoder.dataset import BadSamplePolicy, SkippedSample, collate_clips
+from sefar_encoder.collate import collate_clips
+from sefar_encoder.dataset import BadSamplePolicy, SkippedSample
 from sefar_encoder.decoding import Backend
 
 INDEX_FORMAT = "mllm.feature_cache/1"
@@ -61,11 +65,6 @@ class StaleCacheError(RuntimeError):
 
 class EncodingError(RuntimeError):
     """A clip decoded, but its features are unusable (non-finite); ``on_bad_sample`` decides."""
-
-
-def clip_id(path: str | os.PathLike) -> str:
-    """A clip's id: its file name without extension (Gym-QA's ``video`` field)."""
-    return Path(path).stem
 
 
 def cache_directory(root: str | os.PathLike, fingerprint: str) -> Path:
@@ -149,19 +148,8 @@ def encode_entries(
 # ---- the cache on disk --------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    """``write(tmp_path)`` then rename over ``path``: readers see the old or the new file, never half."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    _write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n"))
+    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
 @contextmanager
@@ -207,9 +195,9 @@ class _ShardWriter:
         if self.pending:
             numbers = [int(name[6:11]) for name in self.index["shards"]]
             name = f"shard-{max(numbers, default=-1) + 1:05d}.safetensors"
-            tensors = self.pending
-            _write_atomic(self.directory / name, lambda tmp: save_file(tensors, str(tmp)))
-            self.index["shards"][name] = len(tensors)
+            with atomic_replace(self.directory / name) as tmp:
+                save_file(self.pending, str(tmp))
+            self.index["shards"][name] = len(self.pending)
             for cid, state in self.pending_meta.items():
                 self.index["clips"][cid] = {"shard": name, **state}
                 self.index["skipped"].pop(cid, None)
@@ -274,7 +262,7 @@ def build_feature_cache(
     directory.mkdir(parents=True, exist_ok=True)
     report = BuildReport(directory, fingerprint)
     with _locked(directory):
-        for stray in directory.glob(".*.tmp-*"):  # a killed writer's half file (we hold the lock)
+        for stray in directory.glob("*.tmp"):  # a killed writer's half file (we hold the lock)
             stray.unlink()
         index_file = directory / INDEX_NAME
         index = json.loads(index_file.read_text()) if index_file.is_file() else None
@@ -315,10 +303,11 @@ def _cache_list(
     entries = read_list(list_file)
     states: dict[str, dict[str, Any] | None] = {}
     for entry in entries:
-        cid = clip_id(entry.path)
+        cid = clip_id_of(entry.path)
         if cid in states:
             raise ListFileError(
-                f"{list_file}:{entry.line}: clip id {cid!r} appears twice (ids are file stems)"
+                f"{list_file}:{entry.line}: clip id {cid!r} appears twice (a clip id is the file name "
+                "without its video extension)"
             )
         states[cid] = _file_state(entry.path)
         known = index["clips"].get(cid) or index["skipped"].get(cid)
@@ -341,21 +330,21 @@ def _cache_list(
             and ({k: index["skipped"][cid][k] for k in state} == state)
         )
 
-    todo = [e for e in entries if not current(clip_id(e.path))]
+    todo = [e for e in entries if not current(clip_id_of(e.path))]
     report.reused += len(entries) - len(todo)
     try:
         for batch in encode(todo, desc=f"encode {list_file.name}"):
             for entry, tokens in zip(batch.entries, batch.tokens):
-                cid = clip_id(entry.path)
+                cid = clip_id_of(entry.path)
                 writer.add(cid, tokens, states[cid] or {"path": str(entry.path)})
             for entry, reason in batch.skipped:
-                cid = clip_id(entry.path)
+                cid = clip_id_of(entry.path)
                 index["clips"].pop(cid, None)  # an edited clip that no longer decodes loses its features
                 index["skipped"][cid] = {**(states[cid] or {"path": str(entry.path)}), "reason": reason}
             report.encoded += len(batch.entries)
     finally:
         writer.flush()  # also on errors: keep every clip encoded so far
-    listed = [clip_id(e.path) for e in entries]
+    listed = [clip_id_of(e.path) for e in entries]
     report.skipped.update({c: index["skipped"][c]["reason"] for c in listed if c in index["skipped"]})
     index["lists"][str(list_file.resolve())] = {
         "sha256": _sha256(list_file),
@@ -451,42 +440,3 @@ class FeatureCache:
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_handles": {}}
-
-
-# ---- how much the cache saves ---------------------------------------------------------------------
-
-
-def benchmark_feature_cache(
-    encoder: VideoEncoder,
-    cache: FeatureCache,
-    list_file: str | os.PathLike,
-    num_clips: int = 16,
-    batch_size: int = 8,
-    num_workers: int = 0,
-    backend: Backend = "decord",
-) -> dict[str, Any]:
-    """Seconds to produce the tokens of the first ``num_clips`` cached clips of ``list_file`` on the fly
-    (decode + preprocess + encode) vs reading them from ``cache``; also checks they agree."""
-    entries = [e for e in read_list(list_file) if clip_id(e.path) in cache][:num_clips]
-    if not entries:
-        raise ValueError(f"none of the clips of {list_file} are in {cache.directory}")
-    ids = [clip_id(e.path) for e in entries]
-    start = time.perf_counter()
-    fresh = [
-        b.tokens for b in encode_entries(encoder, entries, batch_size, num_workers, backend, progress=False)
-    ]
-    on_the_fly = time.perf_counter() - start
-    start = time.perf_counter()
-    cached = [cache.get(ids[i : i + batch_size]) for i in range(0, len(ids), batch_size)]
-    from_cache = time.perf_counter() - start
-    diff = (torch.cat(fresh).float() - torch.cat(cached).float()).abs().max().item()
-    return {
-        "encoder": encoder.name,
-        "clips": len(ids),
-        "on_the_fly_s": on_the_fly,
-        "cache_s": from_cache,
-        "on_the_fly_ms_per_clip": 1e3 * on_the_fly / len(ids),
-        "cache_ms_per_clip": 1e3 * from_cache / len(ids),
-        "speedup": on_the_fly / max(from_cache, 1e-9),
-        "max_abs_diff": diff,
-    }

@@ -1,13 +1,13 @@
-"""One Gym-QA comparison run: a video encoder's features → MLLM stage A → stage B → Gym-QA accuracy.
+"""One Gym-QA comparison job: a video encoder's features → MLLM stage A → stage B → Gym-QA accuracy — what it
+is, what its outputs depend on, and its result read from them. ``scripts/bench_gymqa.py`` runs jobs
+(``run_job``: each step an entry point, skipped when its output exists) and ``scripts/quickstart.py``
+runs two of them.
 
     job = GymQAJob(encoder="sefar", weights="runs/quickstart/encoder", data_root="data/synthgym-quickstart",
                    llm="runs/quickstart/tiny_llm", questions="runs/quickstart/gymqa/test.json",
                    config="configs/mllm/quickstart.yaml", out_dir="runs/quickstart/mllm_sefar", seed=0)
-    result = run_job(job)                        # resumable; result.json in out_dir
-    result["accuracy"]["likelihood"]             # % of the test questions
 
-The steps, each one an existing entry point (library code owns no training loop, STYLE.md), each with one
-output; a step is skipped when its output exists, unless ``force``::
+The steps (``STEPS``) and their outputs (:func:`step_output`)::
 
     features     mllm.feature_cache over the labeled train, val and test clips       features.json
     align        scripts/train_mllm.py --stage align     (projector; LLM frozen)      align/metrics.json
@@ -33,22 +33,17 @@ names (``gym_qa.classifier_answerer``).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import importlib.util
-import io
 import json
 import shutil
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = REPO / "scripts"
+from mllm.training_config import MLLMTrainConfig
+from sefar_encoder.runtime.atomic import write_text_atomic
+from sefar_encoder.runtime.config import load_config
 
 STEPS: tuple[str, ...] = ("features", "align", "instruct", "eval", "classifier4")
 # accuracy mode -> (step whose report holds it, the evaluator's mode key in that report)
@@ -63,28 +58,6 @@ JOB_FILE = "job.json"
 
 class ExperimentError(RuntimeError):
     """A step failed; the message names the step and the entry point's error output or exit code."""
-
-
-def load_script(name: str) -> ModuleType:
-    """``scripts/<name>.py`` of this checkout as a module (scripts are entry points, not a package)."""
-    key = f"sefar_scripts.{name}"
-    if key not in sys.modules:
-        path = SCRIPTS / f"{name}.py"
-        if not path.is_file():
-            raise ExperimentError(f"{path} not found: the experiment runner needs a source checkout")
-        spec = importlib.util.spec_from_file_location(key, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
-
-
-def call_main(script: str, argv: list[str]) -> None:
-    """Run ``scripts/<script>.py``'s ``main(argv)`` in this process; a non-zero exit code raises (a
-    ``main`` that returns its summary instead of a code, as make_synthgym's, raises on errors itself)."""
-    code = load_script(script).main(argv)
-    if isinstance(code, int) and code != 0:
-        raise ExperimentError(f"scripts/{script}.py {' '.join(argv)} exited with code {code}")
 
 
 def file_sha256(path: str | Path) -> str:
@@ -114,10 +87,9 @@ class GymQAJob:
         return Path(self.out_dir)
 
 
-def stage_config(job: GymQAJob) -> Any:
+def stage_config(job: GymQAJob) -> MLLMTrainConfig:
     """The resolved ``train_mllm`` config of the job (stage A section; both sections are in it)."""
-    train = load_script("train_mllm")
-    return train.load_config(train.TrainConfig, job.config, train_overrides(job))
+    return load_config(MLLMTrainConfig, job.config, train_overrides(job))
 
 
 def train_overrides(job: GymQAJob) -> list[str]:
@@ -198,59 +170,10 @@ def job_steps(job: GymQAJob) -> list[str]:
     return [s for s in STEPS if s != "classifier4" or job.encoder == "sefar"]
 
 
-def eval_args(job: GymQAJob, mode: str, folder: Path) -> list[str]:
-    args = [
-        "--weights", job.weights, "--encoder", job.encoder, "--questions", job.questions,
-        "--list", str(Path(job.data_root) / "test.csv"), "--categories", job.data_root,
-        "--cache-root", job.cache_root, "--mode", mode,
-        "--out-predictions", str(folder / "predictions.jsonl"),
-        "--out-json", str(folder / "report.json"), "--out-md", str(folder / "report.md"),
-    ]  # fmt: skip
-    if mode != "classifier4":
-        # The job's own builder options, always (also when there are none), so evaluation builds the
-        # encoder the job was configured with rather than one rebuilt from the checkpoint's description;
-        # the fingerprint check guards the match either way.
-        options = [f"{k}={json.dumps(v)}" for k, v in job.encoder_options.items()]
-        args += ["--mllm", str(job.path / "instruct" / "mllm"), "--max-new-tokens", str(job.max_new_tokens)]
-        args += ["--encoder-option", *options]
-    if not job.progress:
-        args.append("--no-progress")
-    return args
-
-
-def run_step(job: GymQAJob, step: str, cfg: Any, encoder: Any) -> None:
-    """Run one step (its output does not exist yet)."""
-    if step == "features":
-        from mllm.feature_cache import build_feature_cache
-
-        lists = split_lists(job.data_root, cfg.data.label_rate)
-        report = build_feature_cache(
-            encoder, list(lists.values()), job.cache_root, batch_size=cfg.features.batch_size,
-            num_workers=cfg.features.num_workers, on_bad_sample=cfg.features.on_bad_sample,
-            progress=job.progress,
-        )  # fmt: skip
-        write_json(
-            step_output(job, step), {**report.to_dict(), "lists": {k: str(v) for k, v in lists.items()}}
-        )
-    elif step in ("align", "instruct"):
-        argv = ["--config", job.config, "--stage", step, "--resume", *train_overrides(job)]
-        call_main("train_mllm", argv)
-    elif step == "eval":
-        call_main("eval_mllm_gymqa", eval_args(job, "both", job.path / "eval"))
-    elif step == "classifier4":
-        call_main("eval_mllm_gymqa", eval_args(job, "classifier4", job.path / "classifier4"))
-    else:
-        raise ValueError(f"unknown step {step!r}; steps: {STEPS}")
-    if not step_output(job, step).is_file():
-        raise ExperimentError(f"step {step} finished without writing {step_output(job, step)}")
-
-
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temp name + rename)."""
+    """Write JSON atomically, creating the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
 
 
 def read_json(path: Path) -> Any:
@@ -271,32 +194,6 @@ def prepare_job_dir(job: GymQAJob, inputs: dict[str, Any], force: bool, log: Cal
             shutil.rmtree(child) if child.is_dir() else child.unlink()
     if reason or recorded is None:
         write_json(recorded_file, {"job": asdict(job), "inputs": inputs})
-
-
-def run_job(job: GymQAJob, force: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the missing steps of ``job`` (all of them when ``force``) and return its result dict."""
-    from mllm.encoders import build_video_encoder
-
-    cfg = stage_config(job)
-    try:
-        encoder = build_video_encoder(job.encoder, job.weights, **job.encoder_options)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        raise ExperimentError(f"encoder {job.encoder} from {job.weights}: {err}") from None
-    prepare_job_dir(job, job_inputs(job, encoder.fingerprint()), force, log)
-    seconds: dict[str, float | None] = {}
-    for step in job_steps(job):
-        if step_output(job, step).is_file():
-            log(f"[{job.encoder} seed {job.seed}] {step}: done before, skipped ({step_output(job, step)})")
-            seconds[step] = None
-            continue
-        log(f"[{job.encoder} seed {job.seed}] {step} ...")
-        started = time.perf_counter()
-        run_step(job, step, cfg, encoder)
-        seconds[step] = round(time.perf_counter() - started, 2)
-    result = collect_result(job)
-    result["seconds"] = seconds
-    write_json(job.path / RESULT_FILE, result)
-    return result
 
 
 def mode_block(report: dict[str, Any], evaluator_mode: str) -> dict[str, Any]:
@@ -343,37 +240,11 @@ def collect_result(job: GymQAJob) -> dict[str, Any]:
     return result
 
 
-def make_test_questions(
-    data_root: str | Path, out: str | Path, types: list[str], distractors: str, seed: int = 0
-) -> Path:
-    """The Gym-QA questions about the test clips (``scripts/make_gymqa.py``). Kept when ``out`` was made
-    with the same settings (recorded in ``<out stem>.settings.json``), else written again."""
-    out = Path(out)
-    root = Path(data_root)
-    settings = {
-        "data_root": str(root.resolve()),
-        "types": list(types),
-        "distractors": distractors,
-        "seed": seed,
-    }
-    record = out.with_suffix(".settings.json")
-    if out.is_file() and record.is_file() and read_json(record) == settings:
-        return out
-    argv = [
-        "--list", str(root / "test.csv"), "--categories", str(root), "--out", str(out),
-        "--types", ",".join(types), "--distractors", distractors, "--seed", str(seed),
-        "--dataset", root.name, "--summary-json", str(out.with_suffix(".summary.json")),
-    ]  # fmt: skip
-    with contextlib.redirect_stdout(io.StringIO()):  # the summary goes to --summary-json
-        call_main("make_gymqa", argv)
-    write_json(record, settings)
-    return out
-
-
 def encoder_run_settings(encoder_dir: str | Path) -> dict[str, Any]:
     """What a SeFAR encoder was trained on, from its run's ``config.yaml`` (``<run>/encoder`` is the
     export): ``label_rate``, ``data_root`` and ``backbone`` — the frame-pretrained image ViT folder it
-    started from, i.e. the weights of its ``framepool`` baseline (SPEC §4.1). Empty when unknown."""
+    started from, i.e. the weights of its ``framepool`` baseline (docs/DESIGN.md §Video encoders). Empty when
+    unknown."""
     import yaml
 
     config = Path(encoder_dir).parent / "config.yaml"

@@ -10,8 +10,8 @@ Shape notation: B batch, N video tokens per clip, D_enc encoder width, L text le
     samples ──InstructionData(PromptBuilder, FeatureCache)──► batch(indices):
         input_ids / attention_mask / labels [B, L], video_features [B, N, D_enc]
 
-Both stages see only the labeled subset of the encoder's label rate (SPEC §4.3), so every encoder
-compared is aligned and instructed on the same clips and questions.
+Both stages see only the labeled subset of the encoder's label rate (docs/DESIGN.md §Training stages), so
+every encoder compared is aligned and instructed on the same clips and questions.
 
 Conversations (vicuna_v1, rendered by :mod:`mllm.prompting`)::
 
@@ -34,10 +34,8 @@ A resumed run and a run with another number of processes therefore see the same 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,7 +52,6 @@ from mllm.prompting import IGNORE_INDEX, EncodedSample, PromptBuilder, Turn, pad
 CAPTION_QUESTION = "Describe the move."  # stage A instruction (the tiny LLM's corpus uses it too)
 CAPTION_FORMAT = "The athlete performs {name}."
 ANSWER_FORMAT = "{letter}. {text}"
-INSTRUCTION_FILE = "instruction.json"  # written next to an MLLM checkpoint: how its prompts were built
 
 
 def caption_text(name: str) -> str:
@@ -89,7 +86,7 @@ class InstructionSample:
     """One training conversation about one clip."""
 
     sample_id: str  # "caption:<clip id>" or "question:<question id>"
-    clip_id: str  # key of the clip's features in the cache (the file stem, Gym-QA's ``video``)
+    clip_id: str  # key of the clip's features in the cache (``gym_qa.clips.clip_id_of``, Gym-QA's ``video``)
     turns: tuple[Turn, ...]
 
 
@@ -204,24 +201,3 @@ class InstructionData:
         out = pad_batch([self.encoded[i] for i in indices], self.builder.tokenizer.pad_token_id)
         out["video_features"] = self.cache.get([self.samples[i].clip_id for i in indices]).float()
         return out
-
-
-# ------------------------------------------------------------------------------------ checkpoint meta
-def write_instruction_meta(directory: str | Path, meta: dict[str, Any]) -> None:
-    """Record how prompts were built (template, answer format, encoder) next to an MLLM checkpoint."""
-    record = {
-        "caption_question": CAPTION_QUESTION,
-        "caption_format": CAPTION_FORMAT,
-        "answer_format": ANSWER_FORMAT,
-        **meta,
-    }
-    path = Path(directory) / INSTRUCTION_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
-
-
-def read_instruction_meta(directory: str | Path) -> dict[str, Any]:
-    """The :data:`INSTRUCTION_FILE` of a checkpoint, or ``{}`` for a checkpoint written without it."""
-    path = Path(directory) / INSTRUCTION_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}

@@ -11,17 +11,20 @@ Shape notation: B batch, N video tokens per clip, L text length, D_enc encoder w
 The prompt builder (:mod:`mllm.prompting`) writes exactly N placeholder ids per sample; the counts are
 checked here before anything is overwritten, so a prompt/encoder mismatch fails loudly.
 
-Checkpoint directory (:meth:`MultimodalModel.save_pretrained`) holds the trainable parts only::
+Checkpoint directory (:meth:`MultimodalModel.save_pretrained`) holds the trainable parts only, and is
+read and written only here (:meth:`~MultimodalModel.from_pretrained`, :meth:`~MultimodalModel.init_from`)::
 
     mllm_config.json       options (LLM path or hub id, projector, LoRA), video placeholder id, encoder fingerprint
     projector.safetensors  projector weights
     adapter/               peft adapter (adapter_config.json + adapter_model.safetensors), when LoRA is on
+    instruction.json       how the prompts were built (:attr:`MultimodalModel.instruction`), when recorded
 
 Saving again over a checkpoint swaps ``adapter/`` by renames (new one written to ``.adapter.tmp-*/``, old
-one renamed aside to ``.adapter.old-*/``, new one renamed in, aside deleted), before the projector and the
-config are replaced: a kill at any point leaves a complete adapter; one between the two renames leaves it
-only as the aside copy (``adapter/`` missing), which :meth:`MultimodalModel.from_pretrained` renames back
-(the projector and config are then still the old ones too, so the old checkpoint loads whole).
+one renamed aside to ``.adapter.old-*/``, new one renamed in, aside deleted), before the projector, the
+instruction record and the config are replaced: a kill at any point leaves a complete adapter; one between
+the two renames leaves it only as the aside copy (``adapter/`` missing), which loading reads where it is
+(the projector and config are then still the old ones too, so the old checkpoint loads whole). Loading
+never renames files: the next save, or a resumed run's repair of its folder, puts the adapter back.
 """
 
 from __future__ import annotations
@@ -47,23 +50,30 @@ from mllm.language_model import (
     LoraOptions,
     apply_lora,
     load_adapter,
+    load_adapter_weights,
     load_language_model,
     save_adapter,
 )
 from mllm.projector import ProjectorConfig, build_projector
 from mllm.prompting import IGNORE_INDEX
+from sefar_encoder.runtime.atomic import write_atomic, write_text_atomic
 
 CHECKPOINT_FORMAT = "sefar-mllm"
 CHECKPOINT_VERSION = 1
 CONFIG_FILE = "mllm_config.json"
 PROJECTOR_FILE = "projector.safetensors"
 ADAPTER_DIR = "adapter"
+INSTRUCTION_FILE = "instruction.json"
 
 log = logging.getLogger(__name__)
 
 
 class VideoTokenMismatchError(ValueError):
     """The number of placeholder ids in a sample differs from the number of video tokens given."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint to start from does not fit this model (other encoder features, other weight shapes)."""
 
 
 @dataclass
@@ -91,6 +101,7 @@ class MultimodalModel(nn.Module):
         video_token_id: int,
         config: MultimodalConfig,
         encoder_fingerprint: str = "",
+        instruction: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.llm = llm
@@ -98,6 +109,9 @@ class MultimodalModel(nn.Module):
         self.video_token_id = video_token_id
         self.config = config
         self.encoder_fingerprint = encoder_fingerprint
+        # How the training prompts were built (template, caption and answer formats, encoder description,
+        # video tokens per clip), saved as instruction.json: what a chat needs to prompt like training did.
+        self.instruction = dict(instruction or {})
 
     # -- construction ------------------------------------------------------------------------------
 
@@ -225,19 +239,18 @@ class MultimodalModel(nn.Module):
     # -- checkpoint --------------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write the trainable parts (adapter, projector) and then a JSON config; each one atomically
-        (the adapter folder by the rename-aside swap of :func:`_swap_in_adapter`)."""
+        """Write the trainable parts (adapter, projector), the instruction record and then a JSON config;
+        each one atomically (the adapter folder by the rename-aside swap of :func:`_swap_in_adapter`)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         has_adapter = isinstance(self.llm, PeftModel)
         if has_adapter:
             _swap_in_adapter(self.llm, directory)
         state = {k: v.detach().contiguous().cpu() for k, v in self.projector.state_dict().items()}
-        tmp = directory / (PROJECTOR_FILE + ".tmp")
-        save_file(
-            state, str(tmp), metadata={"format": CHECKPOINT_FORMAT, "projector": self.config.projector.type}
-        )
-        os.replace(tmp, directory / PROJECTOR_FILE)
+        metadata = {"format": CHECKPOINT_FORMAT, "projector": self.config.projector.type}
+        write_atomic(directory / PROJECTOR_FILE, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+        if self.instruction:
+            write_text_atomic(directory / INSTRUCTION_FILE, json.dumps(self.instruction, indent=2) + "\n")
         cfg = asdict(self.config)
         llm_path = Path(cfg["llm"]["name_or_path"])
         if llm_path.is_dir():  # a local base model: absolute, so the checkpoint loads from any cwd
@@ -250,9 +263,7 @@ class MultimodalModel(nn.Module):
             "encoder_fingerprint": self.encoder_fingerprint,
             "adapter": ADAPTER_DIR if has_adapter else None,
         }
-        tmp = directory / (CONFIG_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
-        os.replace(tmp, directory / CONFIG_FILE)
+        write_text_atomic(directory / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
         return directory
 
     @classmethod
@@ -304,17 +315,52 @@ class MultimodalModel(nn.Module):
             video_token_id=int(meta["video_token_id"]),
             config=cfg,
             encoder_fingerprint=meta["encoder_fingerprint"],
+            instruction=cls.read_instruction(directory),
         )
         model.projector.to(model.device)
         model.set_trainable(projector=projector_trainable, llm=llm_trainable)
         return model
+
+    @staticmethod
+    def read_instruction(directory: str | Path) -> dict[str, Any]:
+        """A checkpoint's instruction record without loading the model (``{}`` when none was saved):
+        e.g. which encoder its features came from, to build that encoder before the LLM."""
+        path = Path(directory) / INSTRUCTION_FILE
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def init_from(self, directory: str | Path) -> None:
+        """Start training from a saved MLLM's weights: its projector, and its adapter when both have LoRA
+        (the base LLM, the trainable flags and the instruction record stay this model's). Raises
+        :class:`CheckpointMismatchError` when it was trained on another encoder's features or its weights do
+        not fit."""
+        directory = Path(directory)
+        meta = read_checkpoint_config(directory)
+        saved = meta["encoder_fingerprint"]
+        if saved and saved != self.encoder_fingerprint:
+            raise CheckpointMismatchError(
+                f"init_from {directory} was trained on features of another encoder "
+                f"({saved[:16]}, now {self.encoder_fingerprint[:16]})"
+            )
+        try:
+            self.projector.load_state_dict(load_file(str(directory / PROJECTOR_FILE)))
+        except RuntimeError as err:
+            raise CheckpointMismatchError(
+                f"init_from {directory}: projector does not match ({err})"
+            ) from None
+        if meta["adapter"]:
+            adapter = _adapter_dir(directory, meta["adapter"]) / "adapter_model.safetensors"
+            unexpected = load_adapter_weights(self.llm, adapter)
+            if unexpected:
+                raise CheckpointMismatchError(
+                    f"init_from {directory}: adapter keys {unexpected[:3]} do not fit"
+                )
 
 
 def _swap_in_adapter(llm: PeftModel, directory: Path) -> None:
     """Replace ``directory/adapter`` by ``llm``'s adapter: write the new one to a temporary folder, rename
     the old one aside, rename the new one in, delete the aside (the pattern of
     ``SeFAREncoder.save_pretrained``). A kill never loses the old adapter: between the two renames it
-    waits aside, and :func:`_adapter_dir` renames it back when the checkpoint is loaded."""
+    waits aside, where :func:`_adapter_dir` reads it until the next save puts the new one in place."""
     final = directory / ADAPTER_DIR
     for leftover in _hidden_siblings(directory, "tmp"):  # a killed save's partial writes
         shutil.rmtree(leftover, ignore_errors=True)
@@ -341,8 +387,7 @@ def _swap_in_adapter(llm: PeftModel, directory: Path) -> None:
 
 def _adapter_dir(directory: Path, name: str) -> Path:
     """``directory/name``; when a save was killed between its two renames, only the aside copy (the old
-    checkpoint's complete adapter) exists: it is renamed back into place (read in place if the folder is
-    read-only)."""
+    checkpoint's complete adapter) exists: it is read where it is."""
     final = directory / name
     if final.is_dir():
         return final
@@ -356,12 +401,8 @@ def _adapter_dir(directory: Path, name: str) -> Path:
             f"{final} is missing and several aside copies exist ({[a.name for a in asides]}); keep the right "
             f"one, rename it to {name!r}"
         )
-    log.warning("%s: a save was interrupted; recovering the adapter from %s", directory, asides[0].name)
-    try:
-        os.replace(asides[0], final)
-    except OSError:
-        return asides[0]
-    return final
+    log.warning("%s: a save was interrupted; reading the adapter from %s", directory, asides[0].name)
+    return asides[0]
 
 
 def _hidden_siblings(directory: Path, kind: str, name: str = ADAPTER_DIR) -> list[Path]:

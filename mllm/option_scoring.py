@@ -10,8 +10,9 @@ and K short continuations. Instead of K full forwards over ``prompt + option`` (
     options [K, T] ─────────┴─LLM──► logits [K, T, V]          (cost ~P + K x T)
 
 The option forward attends to the cached prefix; options are right-padded, so under the causal mask
-no real token ever sees a pad. ``option_scores`` are negative log-likelihoods (lower is better; SPEC
-§3.3): summed over each option's tokens, with the token counts for the per-token-mean variant.
+no real token ever sees a pad. ``option_scores`` are negative log-likelihoods (lower is better;
+docs/DESIGN.md §Evaluator): summed over each option's tokens, with the token counts for the
+per-token-mean variant.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class OptionScores:
         return self.nll_sum / self.num_tokens
 
     def best(self, *, per_token: bool = False) -> int:
-        """Index of the most likely option (summed NLL by default, as SPEC §3.3 chooses)."""
+        """Index of the most likely option (summed NLL by default, as docs/DESIGN.md §Evaluator chooses)."""
         return int(torch.argmin(self.nll_mean if per_token else self.nll_sum))
 
 

@@ -2,7 +2,7 @@
 
 Shape notation: L text length (tokens), N video tokens per clip.
 
-A single-turn training sample renders as (SPEC §4.2)::
+A single-turn training sample renders as (docs/DESIGN.md §Prompt and tokenizer)::
 
     {system} USER: <video>\\n{question} ASSISTANT: {answer}</s>
 

@@ -31,7 +31,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -40,6 +39,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sefar_encoder.runtime.atomic import write_text_atomic
+from sefar_encoder.runtime.machine import machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DATA = Path("data/synthgym-bench")
@@ -110,38 +112,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---------------------------------------------------------------------------------------- machine
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
-
-
-def machine_info() -> dict[str, Any]:
-    """What the figures were measured on."""
-    info: dict[str, Any] = {"cpu": platform.processor() or platform.machine()}
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-        models = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
-        info["cpu"] = models[0] if models else info["cpu"]
-    except OSError:
-        pass
-    info["cores"] = os.cpu_count()
-    info["usable_cores"] = (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    )
-    try:
-        mem = Path("/proc/meminfo").read_text().split("\n", 1)[0]  # "MemTotal:  24576000 kB"
-        info["memory_gb"] = round(int(mem.split()[1]) * 1024 / 1e9, 1)
-    except (OSError, IndexError, ValueError):
-        info["memory_gb"] = None
-    info["python"] = platform.python_version()
-    info["torch"] = _version("torch")
-    info["platform"] = platform.platform()
-    info["git_commit"] = _git_commit()
-    return info
-
-
-def _version(module: str) -> str | None:
-    try:
-        return __import__(module).__version__
-    except ImportError:
-        return None
 
 
 def _git_commit() -> str | None:
@@ -268,9 +238,7 @@ def read_quickstart_timing(path: Path) -> dict[str, Any]:
     }
 
 
-def quickstart_figure(
-    with_quickstart: bool, timeout: float, timing: Path | None = None
-) -> dict[str, Any]:
+def quickstart_figure(with_quickstart: bool, timeout: float, timing: Path | None = None) -> dict[str, Any]:
     """Run and time the quickstart when asked; otherwise read its timing file (default
     ``QUICKSTART_TIMING``, looked up at call time), if any."""
     timing = timing or QUICKSTART_TIMING
@@ -437,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = dt.datetime.now().astimezone()
     load_before = load_average()
-    machine = machine_info()
+    machine = machine_info(git_commit=_git_commit())
     data = resolve_data(args.data)
     benches = suite(data)
     known = [b.key for b in benches] + ["quickstart"]
@@ -462,9 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(report, indent=2)
     for path, content in ((args.json_out, text + "\n"), (args.md_out, render_markdown(report))):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(content)
-        tmp.replace(path)
+        write_text_atomic(path, content)
     print(text)
     print(f"bench: wrote {args.json_out} and {args.md_out}", file=sys.stderr)
     failed = [k for k, f in figures.items() if f["status"] == "failed"]

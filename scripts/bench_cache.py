@@ -17,9 +17,11 @@ with random weights in the work folder (weights do not change the timing): the S
 SynthGym bench config (``--encoder-preset``, default ``timesformer_tiny_p16_64``, views 2+2+4) and the
 tiny LLM's default size. The ratio depends on the encoder's cost next to the LLM step's: with the CPU
 presets the encoder is cheap; ``--encoder-preset timesformer_base_p16_224`` (SeFAR's ViT-B) shows the
-other end. Without
-``--data`` the bench data set is used if present, else a tiny SynthGym is generated (``--data`` names
-the folder to create). train_mllm's own output goes to stderr; stdout holds only the JSON.
+other end. ``encode_vs_read`` isolates the features themselves: the tokens of the first 16 cached clips
+produced on the fly (decode + preprocess + encode, batches of 8) vs read from the cache, per clip, and the
+largest difference between the two (``benchmark_feature_cache``). Without ``--data`` the bench data set is
+used if present, else a tiny SynthGym is generated (``--data`` names the folder to create). train_mllm's
+own output goes to stderr; stdout holds only the JSON.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -34,19 +37,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
 import torch
+import train_mllm  # a sibling entry point (scripts/ is on sys.path when a script runs)
 import yaml
 
+from gym_qa.clips import clip_id_of
 from gym_qa.hierarchy import load_hierarchy
 from gym_qa.lists import read_list, write_list
-from mllm.encoders import build_video_encoder
-from mllm.feature_cache import build_feature_cache
+from mllm.encoders import VideoEncoder, build_video_encoder
+from mllm.feature_cache import FeatureCache, build_feature_cache, encode_entries
 from mllm.language_model import TinyLLMConfig, build_tiny_llm, tiny_llm_corpus
-from sefar_encoder.benchmarking import emit, machine_info
+from sefar_encoder.benchmarking import emit
+from sefar_encoder.decoding import Backend
 from sefar_encoder.model.presets import PRESETS as ENCODER_PRESETS
 from sefar_encoder.model.presets import build_encoder
+from sefar_encoder.runtime.machine import machine_info
 
 BENCH_DATA = Path("data/synthgym-bench")
 FALLBACK_DATA = Path("data/synthgym-benchcache")
@@ -170,7 +175,7 @@ def write_config(
     return path
 
 
-def run_epoch(train_mllm: Any, config: Path, out_dir: Path, overrides: list[str]) -> dict[str, Any]:
+def run_epoch(config: Path, out_dir: Path, overrides: list[str]) -> dict[str, Any]:
     """One train_mllm stage-B run; its summed step seconds and its step count."""
     argv = ["--config", str(config), f"instruct.out_dir={out_dir}", *overrides]
     with contextlib.redirect_stdout(sys.stderr):
@@ -182,17 +187,40 @@ def run_epoch(train_mllm: Any, config: Path, out_dir: Path, overrides: list[str]
     return {"seconds": sum(r["seconds"] for r in steps), "steps": len(steps)}
 
 
-def load_train_mllm() -> Any:
-    """``scripts/train_mllm.py`` as a module (scripts are not a package); the loaded one if any."""
-    if "train_mllm" not in sys.modules:
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("train_mllm", Path(__file__).with_name("train_mllm.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["train_mllm"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["train_mllm"]
-
+def benchmark_feature_cache(
+    encoder: VideoEncoder,
+    cache: FeatureCache,
+    list_file: str | os.PathLike,
+    num_clips: int = 16,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    backend: Backend = "decord",
+) -> dict[str, Any]:
+    """Seconds to produce the tokens of the first ``num_clips`` cached clips of ``list_file`` on the fly
+    (decode + preprocess + encode) vs reading them from ``cache``; also checks they agree."""
+    entries = [e for e in read_list(list_file) if clip_id_of(e.path) in cache][:num_clips]
+    if not entries:
+        raise ValueError(f"none of the clips of {list_file} are in {cache.directory}")
+    ids = [clip_id_of(e.path) for e in entries]
+    start = time.perf_counter()
+    fresh = [
+        b.tokens for b in encode_entries(encoder, entries, batch_size, num_workers, backend, progress=False)
+    ]
+    on_the_fly = time.perf_counter() - start
+    start = time.perf_counter()
+    cached = [cache.get(ids[i : i + batch_size]) for i in range(0, len(ids), batch_size)]
+    from_cache = time.perf_counter() - start
+    diff = (torch.cat(fresh).float() - torch.cat(cached).float()).abs().max().item()
+    return {
+        "encoder": encoder.name,
+        "clips": len(ids),
+        "on_the_fly_s": on_the_fly,
+        "cache_s": from_cache,
+        "on_the_fly_ms_per_clip": 1e3 * on_the_fly / len(ids),
+        "cache_ms_per_clip": 1e3 * from_cache / len(ids),
+        "speedup": on_the_fly / max(from_cache, 1e-9),
+        "max_abs_diff": diff,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -204,7 +232,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     train_list = data / "splits" / str(args.label_rate) / "train.csv"
     if not train_list.is_file():
         raise SystemExit(f"bench_cache: {train_list} not found (is {data} a SynthGym data set?)")
-    train_mllm = load_train_mllm()
     with contextlib.ExitStack() as stack:
         work = args.work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-cache-")))
         work.mkdir(parents=True, exist_ok=True)
@@ -215,17 +242,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         # The cache is built once, before the arms (as train_mllm's build_features would), and timed.
         start = time.perf_counter()
-        report = build_feature_cache(
-            build_video_encoder("sefar", encoder), [train_list], work / "features", progress=False
-        )
+        video_encoder = build_video_encoder("sefar", encoder)
+        report = build_feature_cache(video_encoder, [train_list], work / "features", progress=False)
         cache_build_s = time.perf_counter() - start
+        encode_vs_read = benchmark_feature_cache(video_encoder, FeatureCache(report.directory), train_list)
 
         arms = {"on_the_fly": ["features.on_the_fly=true"], "cache": ["features.on_the_fly=false"]}
         epochs: dict[str, list[dict[str, Any]]] = {name: [] for name in arms}
         for r in range(args.repeats):
             for name in list(arms) if r % 2 == 0 else list(arms)[::-1]:
                 out = work / "runs" / f"{name}_{r}"
-                epochs[name].append(run_epoch(train_mllm, config, out, arms[name]))
+                epochs[name].append(run_epoch(config, out, arms[name]))
         seconds = {name: statistics.median(e["seconds"] for e in runs) for name, runs in epochs.items()}
         steps = epochs["cache"][0]["steps"]
         clips = len(read_list(train_list))
@@ -252,6 +279,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "seconds": round(cache_build_s, 2),
             "clips": report.encoded,
             "how": "build_feature_cache over the labeled list (each clip decoded and encoded once)",
+        },
+        "encode_vs_read": {
+            key: float(f"{value:.4g}") if isinstance(value, float) else value
+            for key, value in encode_vs_read.items()
         },
         "runs_s_per_epoch": {name: [round(e["seconds"], 3) for e in runs] for name, runs in epochs.items()},
         "data": {"folder": str(data), "origin": origin, "labeled_clips": clips},

@@ -5,10 +5,11 @@
     python scripts/bench_gymqa.py --aggregate-only                  # only rebuild the table
 
 For each encoder (``sefar``: a trained SeFAR encoder; ``framepool``: the frame-pretrained image ViT that
-encoder started from, mean-pooled over time — SPEC §4.1) and each seed, one Gym-QA job
-(``mllm.gymqa_experiment``): feature cache, stage A (align), stage B (instruct), evaluation of the test
-questions in ``generate`` and ``likelihood`` mode, and for SeFAR also ``classifier4`` (its own classifier
-restricted to the options, on the element-name questions). The seed changes stage A/B training only; the
+encoder started from, mean-pooled over time — docs/DESIGN.md §Video encoders) and each seed, one Gym-QA
+job (``mllm.gymqa_experiment``), run here by :func:`run_job`: feature cache, stage A (align), stage B
+(instruct), evaluation of the test questions in ``generate`` and ``likelihood`` mode, and for SeFAR also
+``classifier4`` (its own classifier restricted to the options, on the element-name questions); each step
+is an entry point of ``scripts/`` called in this process, skipped when its output exists. The seed changes stage A/B training only; the
 encoders, the tiny LLM and the questions are the same for every job. ``--extra clip=<weights>`` (or eva)
 adds encoders to the comparison.
 
@@ -16,8 +17,8 @@ Every job is resumable in ``<runs>/<encoder>/seed<k>/`` (finished steps are skip
 them), so the table can be built across sessions. Aggregation reads the finished jobs only and writes
 ``--json-out`` (default ``docs/results/gymqa_bench.json``): an object keyed ``"<encoder>@<mode>"`` with
 ``mean``, ``std`` and ``runs`` (per-seed test accuracy, %), ``seeds``, ``questions``, and per answer type
-the mean accuracy; plus ``machine`` (cpu, threads, torch version, date) and ``command``. A Markdown table
-is printed (``--markdown-out`` also writes it).
+the mean accuracy; plus ``machine`` (``sefar_encoder.runtime.machine.machine_info``: cpu, cores, threads,
+torch version, date, ...) and ``command``. A Markdown table is printed (``--markdown-out`` also writes it).
 
 Defaults follow the SSL benchmark (``scripts/bench_ssl.py``): the SeFAR encoder of ``sefar@10`` seed 0,
 whose run ``config.yaml`` gives the label rate (stage A/B use the same labeled clips) and the backbone
@@ -29,34 +30,155 @@ config, whose ``data.question_types`` are the stage B training questions).
 from __future__ import annotations
 
 import argparse
-import datetime
+import contextlib
+import importlib
+import io
 import json
-import os
-import platform
 import shlex
 import statistics
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
-
-import torch
+from typing import Any
 
 from mllm.encoders import ENCODERS as ALL_ENCODERS
+from mllm.encoders import build_video_encoder
+from mllm.feature_cache import build_feature_cache
 from mllm.gymqa_experiment import (
     MODES,
     RESULT_FILE,
+    STEPS,
     ExperimentError,
     GymQAJob,
     build_task_tiny_llm,
+    collect_result,
     encoder_run_settings,
-    make_test_questions,
-    run_job,
+    job_inputs,
+    job_steps,
+    prepare_job_dir,
+    read_json,
+    split_lists,
     stage_config,
+    step_output,
+    train_overrides,
+    write_json,
 )
+from mllm.training_config import MLLMTrainConfig
+from sefar_encoder.runtime.machine import machine_info
 
 ENCODERS = ("sefar", "framepool")
+
+
+# ----------------------------------------------------------------------------------------- entry points
+def call_main(script: str, argv: list[str]) -> None:
+    """Run the sibling entry point ``scripts/<script>.py``'s ``main(argv)`` in this process (imported by its
+    module name: Python puts scripts/ on sys.path when it runs a script); a non-zero exit code raises (a
+    ``main`` that returns its summary instead of a code, as make_synthgym's, raises on errors itself)."""
+    code = importlib.import_module(script).main(argv)
+    if isinstance(code, int) and code != 0:
+        raise ExperimentError(f"scripts/{script}.py {' '.join(argv)} exited with code {code}")
+
+
+# ----------------------------------------------------------------------------------------- one job
+def eval_args(job: GymQAJob, mode: str, folder: Path) -> list[str]:
+    args = [
+        "--weights", job.weights, "--encoder", job.encoder, "--questions", job.questions,
+        "--list", str(Path(job.data_root) / "test.csv"), "--categories", job.data_root,
+        "--cache-root", job.cache_root, "--mode", mode,
+        "--out-predictions", str(folder / "predictions.jsonl"),
+        "--out-json", str(folder / "report.json"), "--out-md", str(folder / "report.md"),
+    ]  # fmt: skip
+    if mode != "classifier4":
+        # The job's own builder options, always (also when there are none), so evaluation builds the
+        # encoder the job was configured with rather than one rebuilt from the checkpoint's description;
+        # the fingerprint check guards the match either way.
+        options = [f"{k}={json.dumps(v)}" for k, v in job.encoder_options.items()]
+        args += ["--mllm", str(job.path / "instruct" / "mllm"), "--max-new-tokens", str(job.max_new_tokens)]
+        args += ["--encoder-option", *options]
+    if not job.progress:
+        args.append("--no-progress")
+    return args
+
+
+def run_step(job: GymQAJob, step: str, cfg: MLLMTrainConfig, encoder: Any) -> None:
+    """Run one step (its output does not exist yet)."""
+    if step == "features":
+        lists = split_lists(job.data_root, cfg.data.label_rate)
+        report = build_feature_cache(
+            encoder, list(lists.values()), job.cache_root, batch_size=cfg.features.batch_size,
+            num_workers=cfg.features.num_workers, on_bad_sample=cfg.features.on_bad_sample,
+            progress=job.progress,
+        )  # fmt: skip
+        write_json(
+            step_output(job, step), {**report.to_dict(), "lists": {k: str(v) for k, v in lists.items()}}
+        )
+    elif step in ("align", "instruct"):
+        argv = ["--config", job.config, "--stage", step, "--resume", *train_overrides(job)]
+        call_main("train_mllm", argv)
+    elif step == "eval":
+        call_main("eval_mllm_gymqa", eval_args(job, "both", job.path / "eval"))
+    elif step == "classifier4":
+        call_main("eval_mllm_gymqa", eval_args(job, "classifier4", job.path / "classifier4"))
+    else:
+        raise ValueError(f"unknown step {step!r}; steps: {STEPS}")
+    if not step_output(job, step).is_file():
+        raise ExperimentError(f"step {step} finished without writing {step_output(job, step)}")
+
+
+def run_job(job: GymQAJob, force: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the missing steps of ``job`` (all of them when ``force``) and return its result dict
+    (also written to ``<job>/result.json``)."""
+    cfg = stage_config(job)
+    try:
+        encoder = build_video_encoder(job.encoder, job.weights, **job.encoder_options)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        raise ExperimentError(f"encoder {job.encoder} from {job.weights}: {err}") from None
+    prepare_job_dir(job, job_inputs(job, encoder.fingerprint()), force, log)
+    seconds: dict[str, float | None] = {}
+    for step in job_steps(job):
+        if step_output(job, step).is_file():
+            log(f"[{job.encoder} seed {job.seed}] {step}: done before, skipped ({step_output(job, step)})")
+            seconds[step] = None
+            continue
+        log(f"[{job.encoder} seed {job.seed}] {step} ...")
+        started = time.perf_counter()
+        run_step(job, step, cfg, encoder)
+        seconds[step] = round(time.perf_counter() - started, 2)
+    result = collect_result(job)
+    result["seconds"] = seconds
+    write_json(job.path / RESULT_FILE, result)
+    return result
+
+
+def make_test_questions(
+    data_root: str | Path, out: str | Path, types: list[str], distractors: str, seed: int = 0
+) -> Path:
+    """The Gym-QA questions about the test clips (``scripts/make_gymqa.py``). Kept when ``out`` was made
+    with the same settings (recorded in ``<out stem>.settings.json``), else written again."""
+    out = Path(out)
+    root = Path(data_root)
+    settings = {
+        "data_root": str(root.resolve()),
+        "types": list(types),
+        "distractors": distractors,
+        "seed": seed,
+    }
+    record = out.with_suffix(".settings.json")
+    if out.is_file() and record.is_file() and read_json(record) == settings:
+        return out
+    argv = [
+        "--list", str(root / "test.csv"), "--categories", str(root), "--out", str(out),
+        "--types", ",".join(types), "--distractors", distractors, "--seed", str(seed),
+        "--dataset", root.name, "--summary-json", str(out.with_suffix(".summary.json")),
+    ]  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):  # the summary goes to --summary-json
+        call_main("make_gymqa", argv)
+    write_json(record, settings)
+    return out
+
+
+# ----------------------------------------------------------------------------------------- the bench
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -189,14 +311,7 @@ def aggregate(args: argparse.Namespace, argv: list[str]) -> dict:
                     for t in types
                 },
             }
-    table["machine"] = {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
+    table["machine"] = machine_info()
     table["command"] = shlex.join(["python", "scripts/bench_gymqa.py", *argv])
     table["settings"] = {"data": args.data, "config": args.config, "sefar": args.sefar, "llm": args.llm}
     return table

@@ -2,7 +2,7 @@
 
     python scripts/bench_loader.py --data data/synthgym-bench [--workers 0 2] [--batches 12] [--json-out F]
 
-Arm A (pipeline): the lock-step :class:`~sefar_encoder.dataset.SemiSupervisedLoader` — per step B_l
+Arm A (pipeline): the lock-step :class:`~sefar_encoder.loader.SemiSupervisedLoader` — per step B_l
 labeled clips (decode + dual-level sampling + jitter/crop/flip) and ratio × B_l unlabeled clips (one
 decode, weak and strong views incl. per-view crops, Mod-Perturb reversal, channel dropout), collated
 and normalised to float32 (by default after the transfer from the workers, as training does;
@@ -26,18 +26,17 @@ import argparse
 import gc
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
 from gym_qa.lists import read_list
-from sefar_encoder.benchmarking import emit, machine_info
-from sefar_encoder.dataset import Decoded, SemiSupervisedLoader, SkippedSample, VideoClipDataset, split_paths
+from sefar_encoder.benchmarking import emit
+from sefar_encoder.dataset import Decoded, SkippedSample, VideoClipDataset
+from sefar_encoder.loader import SemiSupervisedLoader, split_paths
+from sefar_encoder.runtime.machine import machine_info
 
 
 class DecodeOnlyDataset(VideoClipDataset):
@@ -122,7 +121,6 @@ def measure_interleaved(
     return {name: (clips[name] / wall[name], clips[name] / cpu[name]) for name in names}
 
 
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     import av
@@ -136,7 +134,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         total = sum(len(v) for v in lists.values())
         raise SystemExit(
             f"{len(missing)} of {total} clips listed in {paths.train} / {paths.unlabel} do not exist, e.g. "
-            f"{missing[0]} (relative paths are resolved against the list file's folder, SPEC 1.1)"
+            f"{missing[0]} (relative paths are resolved against the list file's folder, "
+            f"docs/DESIGN.md §List files and splits)"
         )
     views, size = tuple(args.views), args.image_size
     common = {"num_classes": None, "views": views, "image_size": size, "backend": args.backend}

@@ -12,14 +12,9 @@ where a = 4 sequential unbatched full forwards, b = prefix once + one batched fo
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import torch
 
@@ -27,6 +22,8 @@ from mllm.language_model import LLMConfig, TinyLLMConfig, build_tiny_llm, load_l
 from mllm.option_scoring import benchmark_option_scoring
 from mllm.prompting import PromptBuilder, Turn
 from mllm.tokenizer import load_tokenizer
+from sefar_encoder.benchmarking import emit
+from sefar_encoder.runtime.machine import machine_info
 
 OPTIONS = [
     "round-off, flic-flac on, stretched salto backward with 2 turn off",
@@ -105,15 +102,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{torch.get_num_threads()} torch thread(s)"
             ),
         },
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
+        "machine": machine_info(),
     }
-    print(json.dumps(report, indent=2))
+    emit(report, json_out=None)
     return 0
 
 

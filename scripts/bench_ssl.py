@@ -20,27 +20,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
+from sefar_encoder.frame_pretraining import PretrainConfig, backbone_dir
+from sefar_encoder.runtime.config import load_config
+from sefar_encoder.runtime.machine import machine_info
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
-
-from pretrain_image_backbone import PretrainConfig, pretrain
-
-from sefar_encoder.config import load_config
 
 # job -> (label rate, overrides). The cumulative ablation rows switch SeFAR's three parts on one by one.
 JOBS: dict[str, tuple[int, list[str]]] = {
     "supervised@100": (100, ["method.name=supervised"]),
     "supervised@10": (10, ["method.name=supervised"]),
+    "framepool@100": (100, ["method.name=framepool"]),  # the order-blind control of the calibration
     "framepool@10": (10, ["method.name=framepool"]),
     "fixmatch@10": (10, ["method.name=fixmatch"]),
     "freematch@10": (10, ["method.name=freematch"]),
@@ -66,6 +62,15 @@ ABLATION_STEPS = [
     ("ablation-dual@10", "ablation-dual+perturb@10"),
     ("ablation-dual+perturb@10", "sefar@10"),
 ]
+
+
+def pretrained_backbone(args: argparse.Namespace) -> Path:
+    """The frame-pretrained backbone of ``args.data``, made by its own script in a subprocess (like every
+    run here), which reuses a finished one of the same recipe and data; its folder is named by them."""
+    overrides = [f"data_root={args.data}", "progress=false"]
+    script = REPO / "scripts" / "pretrain_image_backbone.py"
+    subprocess.run([sys.executable, str(script), "--config", args.pretrain_config, *overrides], check=True)
+    return backbone_dir(load_config(PretrainConfig, args.pretrain_config, overrides)) / "model.safetensors"
 
 
 def run_job(job: str, seed: int, args: argparse.Namespace, backbone: Path) -> Path:
@@ -156,14 +161,7 @@ def aggregate(args: argparse.Namespace, previous: dict | None = None) -> dict:
                     "seeds": common,
                 }
     table["ablation_steps"] = steps
-    table["machine"] = {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "config": args.config,
-        "data": args.data,
-    }
+    table["machine"] = machine_info(config=args.config, data=args.data)
     return table
 
 
@@ -218,8 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     previous = {} if args.fresh else previous_table(Path(args.json_out))
     if not args.aggregate_only:
-        pcfg = load_config(PretrainConfig, args.pretrain_config, [f"data_root={args.data}", "progress=false"])
-        backbone = pretrain(pcfg) / "model.safetensors"
+        backbone = pretrained_backbone(args)
         for seed in args.seeds:  # seed-major: a partial table has every method at seed 0 first
             for job in args.jobs:
                 run_job(job, seed, args, backbone)

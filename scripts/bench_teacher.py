@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,13 +29,12 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from sefar_encoder.benchmarking import emit, machine_info
+from sefar_encoder.benchmarking import emit
 from sefar_encoder.ema import EMATeacher
 from sefar_encoder.methods import MethodConfig, method_views, resolve_method, ssl_step
 from sefar_encoder.model import SeFAREncoder, TubeMix, model_config
 from sefar_encoder.regulation import teacher_k_full_passes, teacher_k_samples
+from sefar_encoder.runtime.machine import machine_info
 
 ARMS = {
     "k10": {},
@@ -57,7 +55,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json-out", type=Path, default=None, help="also write the JSON here")
     return p.parse_args(argv)
-
 
 
 def make_batch(cfg, b_l: int, b_u: int, gen: torch.Generator) -> tuple[dict, dict]:

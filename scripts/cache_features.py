@@ -25,13 +25,11 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
 from gym_qa.lists import ListFileError
 from mllm.encoders import ENCODERS, build_video_encoder
 from mllm.feature_cache import DTYPES, EncodingError, StaleCacheError, build_feature_cache
-from sefar_encoder.config import ConfigError, parse_overrides
 from sefar_encoder.decoding import DecodeError
+from sefar_encoder.runtime.config import ConfigError, parse_overrides
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

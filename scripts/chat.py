@@ -28,9 +28,9 @@ from mllm.chat import EncoderMismatchError, VideoChat
 from mllm.encoders import ENCODERS
 from mllm.generation import GenerationOptions
 from mllm.prompting import Turn
-from sefar_encoder.config import ConfigError, parse_overrides
-from sefar_encoder.dataset import BadClipsError
+from sefar_encoder.clip_checks import BadClipsError
 from sefar_encoder.decoding import DecodeError
+from sefar_encoder.runtime.config import ConfigError, parse_overrides
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

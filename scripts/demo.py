@@ -15,13 +15,14 @@ a visitor whose clip was deleted is asked to upload it again. Everything is remo
 
 --encoder: a SeFAR encoder checkpoint (``save_pretrained`` directory; its hierarchy.json gives sets and
 events). --mllm: an MLLM checkpoint (``<stage B run>/mllm``); its video encoder's weights are --encoder
-unless --mllm-encoder names others (the MLLM checks the encoder's fingerprint). Without --mllm the
+unless --mllm-encoder names others (the MLLM checks the encoder's fingerprint); the same weights are
+loaded once, for the classifier and the MLLM, and each clip is decoded once for both. Without --mllm the
 quickstart's MLLM is used if it exists, else the chat panel says the MLLM is not loaded (--no-mllm: never
 load it). --trust-remote-code (off by default) lets a hub LLM run the modelling/tokenizer code shipped
 with it: only for checkpoints you trust. --examples: a list file (``<path> <label>``: the labels are the
 truth shown for examples) or a folder of clips; default: the test list of the data set the encoder was
-trained on (read from the run's config.yaml), if found. The example clips are copied into the app's
-private folder, the only folder besides its upload folder that the app serves files from.
+trained on (``data_root`` in the export's preprocessing.json), if found. The example clips are copied
+into the app's private folder, the only folder besides its upload folder that the app serves files from.
 
 Exit codes: 0 after a normal shutdown (Ctrl-C); 1 usage or model error (missing checkpoint, encoder
 mismatch, bad examples or questions file).
@@ -35,31 +36,25 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no usage reporting over the network
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import torch
-import yaml
 
 from gym_qa.questions import QuestionFormatError, load_questions
-from mllm.demo_app import AppDirs, DemoLimits, build_demo, copy_examples, launch_demo
-from sefar_encoder.prediction import InputError, Predictor, read_inputs
+from mllm.demo_app import build_demo, launch_demo
+from mllm.demo_uploads import AppDirs, DemoLimits, copy_examples
+from sefar_encoder.clip_inputs import InputError, read_inputs
+from sefar_encoder.command_line import Exit1ArgumentParser
+from sefar_encoder.prediction import Predictor
 
 DEFAULT_ENCODER = Path("runs/quickstart/encoder")
 DEFAULT_MLLM = Path("runs/quickstart/mllm")
 EXIT_OK, EXIT_ERROR = 0, 1
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Exit1ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--encoder", type=Path, default=DEFAULT_ENCODER, help="SeFAR encoder checkpoint directory")
     p.add_argument(
         "--mllm", type=Path, default=None, help=f"MLLM checkpoint directory (default: {DEFAULT_MLLM})"
@@ -100,15 +95,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def default_examples(encoder_dir: Path) -> Path | None:
-    """The test list of the data set an encoder was trained on: ``<run>/config.yaml`` → ``data.root``."""
-    config = encoder_dir.parent / "config.yaml"
-    if not config.is_file():
-        return None
-    try:
-        root = (yaml.safe_load(config.read_text()) or {}).get("data", {}).get("root")
-    except (yaml.YAMLError, AttributeError):
-        return None
+def default_examples(predictor: Predictor) -> Path | None:
+    """The test list of the data set the encoder was trained on (its export records the data root)."""
+    root = predictor.model.preprocessing.data_root
     candidate = Path(root) / "test.csv" if root else None
     return candidate if candidate is not None and candidate.is_file() else None
 
@@ -142,16 +131,18 @@ def serve(args: argparse.Namespace, dirs: AppDirs, limits: DemoLimits) -> int:
     except Exception as err:  # noqa: BLE001 - any load failure is a model error (exit 1)
         print(f"demo: error: cannot load the encoder from {args.encoder}: {err}", file=sys.stderr)
         return EXIT_ERROR
-    chat = None
+    chat = video_encoder = None
     mllm_dir = None if args.no_mllm else (args.mllm or (DEFAULT_MLLM if DEFAULT_MLLM.is_dir() else None))
     if mllm_dir is not None:
         try:
-            from mllm.chat import VideoChat
+            from mllm.demo_models import load_chat  # the LLM stack loads only when the MLLM is used
             from mllm.generation import GenerationOptions
 
-            chat = VideoChat.from_pretrained(
+            chat, video_encoder = load_chat(
                 mllm_dir,
-                encoder_weights=args.mllm_encoder or args.encoder,
+                predictor,
+                args.encoder,
+                args.mllm_encoder,
                 device=args.device,
                 generation=GenerationOptions(max_new_tokens=args.max_new_tokens),
                 trust_remote_code=args.trust_remote_code,
@@ -161,7 +152,7 @@ def serve(args: argparse.Namespace, dirs: AppDirs, limits: DemoLimits) -> int:
             return EXIT_ERROR
     else:
         print("demo: no MLLM loaded (give --mllm DIR): the chat panel will say so", file=sys.stderr)
-    examples_source = args.examples or default_examples(args.encoder)
+    examples_source = args.examples or default_examples(predictor)
     examples = []
     if examples_source is not None:
         try:
@@ -188,7 +179,9 @@ def serve(args: argparse.Namespace, dirs: AppDirs, limits: DemoLimits) -> int:
         print(
             "demo: WARNING: --share creates a PUBLIC link; anyone with it can use the demo", file=sys.stderr
         )
-    demo = build_demo(predictor, chat, examples=examples, limits=limits, questions=questions)
+    demo = build_demo(
+        predictor, chat, examples=examples, limits=limits, questions=questions, video_encoder=video_encoder
+    )
     try:
         launch_demo(demo, dirs, limits, host=args.host, port=args.port, share=args.share)
     except KeyboardInterrupt:

@@ -8,8 +8,8 @@
 --encoder is a ``save_pretrained`` directory (``scripts/train_encoder.py`` writes ``<out_dir>/encoder``);
 --list holds ``<path> <label>`` lines (paths relative to the list's folder). Multi-view testing averages
 the softmax over ``--num-clips`` temporal offsets x ``--crops`` spatial crops per clip (``--views NxM``
-sets both). Clips go through the training's eval pipeline (the encoder's views and crop size, ImageNet
-mean/std, which every shipped config uses).
+sets both). Clips go through the training's eval pipeline with the preprocessing the export records (its
+views, crop size and mean/std).
 
 --out receives metrics.json: ``count``, ``top1``, ``top5``, ``mean_class`` (FineGym's usual metric);
 ``set`` and ``event`` (``top1``, ``mean_class``) from the hierarchy saved with the encoder;
@@ -22,8 +22,6 @@ the model prefers) when the data root has a SynthGym ``meta.json``; ``most_confu
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
 import sys
 import traceback
@@ -31,15 +29,14 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
 from gym_qa.hierarchy import HierarchyError
 from gym_qa.lists import ListFileError
-from sefar_encoder.dataset import BadClipsError
+from sefar_encoder.clip_checks import BadClipsError
 from sefar_encoder.decoding import DecodeError
 from sefar_encoder.evaluation import NoClipsError, class_names, encoder_hierarchy, evaluate_list, read_pairs
 from sefar_encoder.model.encoder import SeFAREncoder
 from sefar_encoder.report import plot_confusion
+from sefar_encoder.runtime.atomic import write_json_atomic
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 4
 EXIT_CODES = f"""exit codes:
@@ -97,13 +94,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not args.list.is_file() and args.data_root is not None and not args.list.is_absolute():
         args.list = args.data_root / args.list
     return args
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -52,10 +52,11 @@ from mllm.feature_cache import EncodingError, FeatureCache, StaleCacheError, bui
 from mllm.generation import GenerationOptions
 from mllm.instruction_data import SCORE_TARGETS
 from mllm.tokenizer import TokenizerLoadError
-from sefar_encoder.config import ConfigError, parse_overrides
+from sefar_encoder.clip_inputs import ClipInput
 from sefar_encoder.decoding import DecodeError
 from sefar_encoder.model.encoder import SeFAREncoder
-from sefar_encoder.prediction import ClipInput, PredictionFailure, Predictor
+from sefar_encoder.prediction import PredictionFailure, Predictor
+from sefar_encoder.runtime.config import ConfigError, parse_overrides
 
 MODES = ("generate", "likelihood", "both", "classifier4")
 

@@ -1,4 +1,5 @@
-"""Write nested, per-class stratified label-rate splits (SPEC §1.1 layout) from a train pool + val/test lists.
+"""Write nested, per-class stratified label-rate splits from a train pool + val/test lists
+(docs/DESIGN.md §List files and splits).
 
     python scripts/make_splits.py --pool data/finegym/gym99_train.csv --val data/finegym/gym99_val.csv \\
         --test data/finegym/gym99_test.csv --out data/finegym/gym99 --rates 5,10,20,100 --seed 0
@@ -14,7 +15,8 @@ prefix of one seeded per-class permutation (so 5 % ⊂ 10 % ⊂ 20 %). val and t
 --holdout P replaces --val: per class with n >= 2 pool clips, min(n - 1, max(1, round-half-up(P/100 * n)))
 clips (a prefix of a seeded per-class permutation, a stream of its own) become val and leave the pool
 before the label-rate splits are drawn; a class with one clip keeps it in the pool. splits.json records
-it under "val_holdout". Val stays separate from test (SPEC §1.1): checkpoints are selected on it.
+it under "val_holdout". Val stays separate from test (docs/DESIGN.md §Val is not test): checkpoints are
+selected on it.
 Exit codes: 0 done; 2 bad input (list files, rates, holdout, overlapping or duplicated clips).
 """
 

@@ -14,8 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
 from gym_qa.synthgym.dataset import PRESETS, generate_dataset
 from gym_qa.synthgym.nuisance import STYLES
 from gym_qa.synthgym.render import CAMERAS

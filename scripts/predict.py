@@ -30,17 +30,16 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from sefar_encoder.prediction import InputError, Prediction, PredictionFailure, Predictor, read_inputs
+from gym_qa.atomic_files import atomic_replace
+from sefar_encoder.clip_inputs import InputError, read_inputs
+from sefar_encoder.command_line import Exit1ArgumentParser
+from sefar_encoder.prediction import ClipPrediction, PredictionFailure, Predictor
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUTS = 0, 1, 2
 CSV_FIELDS = (
@@ -61,16 +60,8 @@ CSV_FIELDS = (
 )
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse exits with 2 on bad arguments; here 2 means "some clips were bad", so usage errors exit 1."""
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Exit1ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "--encoder", required=True, type=Path, help="encoder checkpoint (save_pretrained directory)"
     )
@@ -92,7 +83,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def csv_row(result: Prediction | PredictionFailure) -> dict[str, object]:
+def csv_row(result: ClipPrediction | PredictionFailure) -> dict[str, object]:
     if isinstance(result, PredictionFailure):
         return {"path": result.path, "ok": False, "error": result.error, "label": result.label}
     top = result.top1
@@ -112,29 +103,25 @@ def csv_row(result: Prediction | PredictionFailure) -> dict[str, object]:
     }
 
 
-def write_outputs(results: list[Prediction | PredictionFailure], out: Path, with_csv: bool) -> list[Path]:
-    """Write the JSON lines (and CSV) to temporary names, then rename: never a half-written output."""
+def write_outputs(results: list[ClipPrediction | PredictionFailure], out: Path, with_csv: bool) -> list[Path]:
+    """Write the JSON lines (and CSV), each whole or not at all (never a half-written output)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     written = []
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_replace(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(r.to_record(), ensure_ascii=False) + "\n" for r in results)
-    tmp.replace(out)
     written.append(out)
     if with_csv:
         csv_path = out.with_suffix(".csv")
-        tmp = csv_path.with_name(f".{csv_path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        with atomic_replace(csv_path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS, restval="")
             writer.writeheader()
             writer.writerows(csv_row(r) for r in results)
-        tmp.replace(csv_path)
         written.append(csv_path)
     return written
 
 
-def summary(results: list[Prediction | PredictionFailure], top_k: int) -> str:
-    good = [r for r in results if isinstance(r, Prediction)]
+def summary(results: list[ClipPrediction | PredictionFailure], top_k: int) -> str:
+    good = [r for r in results if isinstance(r, ClipPrediction)]
     text = f"{len(good)} of {len(results)} clips predicted, {len(results) - len(good)} could not be read"
     labeled = [r for r in good if r.label is not None]
     if labeled:

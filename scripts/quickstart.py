@@ -21,7 +21,8 @@ Stages (each skipped when its output exists — re-running continues where a run
                   likelihood, classifier4) on the SeFAR encoder; the MLLM exported to <out>/mllm
                                                                         <out>/mllm_sefar/result.json
   mllm_framepool  the same on the order-blind baseline: the frame-pretrained backbone the encoder
-                  started from, mean-pooled over time (SPEC §4.1)   <out>/mllm_framepool/result.json
+                  started from, mean-pooled over time (docs/DESIGN.md §Video encoders)
+                                                                    <out>/mllm_framepool/result.json
   report          <out>/summary.json (every number, read from the stages' metrics files) and
                   <out>/report.md (rendered from summary.json only) with the plots         report.md
 
@@ -34,9 +35,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import os
-import platform
 import resource
 import shlex
 import shutil
@@ -46,33 +44,30 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
-
-import matplotlib
-
-matplotlib.use("Agg")  # no display on servers and CI
-import matplotlib.pyplot as plt
-import torch
+# Sibling entry points (Python puts scripts/ on sys.path when it runs this file): the backbone pretraining
+# and the Gym-QA job runner.
+import pretrain_image_backbone
 import yaml
+from bench_gymqa import call_main, make_test_questions, run_job
 from tqdm import tqdm
 
+from gym_qa.atomic_files import atomic_replace
 from gym_qa.synthgym.dataset import GENERATOR_VERSION
 from mllm.gymqa_experiment import (
-    MODES,
     ExperimentError,
     GymQAJob,
     build_task_tiny_llm,
-    call_main,
-    load_script,
-    make_test_questions,
     read_json,
-    run_job,
     stage_config,
     write_json,
 )
 from mllm.language_model import MICRO_TINY_LLM, TinyLLMConfig
-from sefar_encoder.config import to_dict
+from mllm.quickstart_report import Layout, build_summary, pct, plot_gymqa, write_report
+from sefar_encoder import frame_pretraining
+from sefar_encoder.runtime.config import load_config, to_dict
+from sefar_encoder.training_config import EncoderTrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
 
 STAGES: tuple[str, ...] = (
     "data",
@@ -84,7 +79,6 @@ STAGES: tuple[str, ...] = (
     "mllm_framepool",
     "report",
 )
-ENCODERS = ("sefar", "framepool")
 CONFIGS = {
     "pretrain": REPO / "configs" / "pretrain" / "quickstart.yaml",
     "encoder": REPO / "configs" / "encoder" / "quickstart.yaml",
@@ -94,31 +88,6 @@ PRESET = "quickstart"
 # Half the benchmarks' nuisance (athlete, camera, clutter, noise ranges): the tiny encoder learns the
 # elements within the quickstart's few CPU minutes, and the pairs still differ only in time.
 DIFFICULTY = 0.5
-MODE_TITLES = {
-    "generate": "generate (answer text)",
-    "likelihood": "likelihood (option NLL)",
-    "classifier4": "classifier4 (encoder head, no LLM)",
-}
-
-
-# ----------------------------------------------------------------------------------------- layout
-class Layout:
-    """Where every artifact of a quickstart run lives."""
-
-    def __init__(self, out: Path, data: Path, cache_root: Path):
-        self.out, self.data, self.cache_root = out, data, cache_root
-        self.encoder_run = out / "encoder_run"
-        self.encoder = out / "encoder"
-        self.tiny_llm = out / "tiny_llm"
-        self.questions = out / "gymqa" / "test.json"
-        self.mllm = out / "mllm"
-        self.summary = out / "summary.json"
-        self.report = out / "report.md"
-        self.stages = out / "stages.json"
-        self.timing = out / "timing.json"  # minutes and peak RSS of a run that did every stage (make bench)
-
-    def job_dir(self, encoder: str) -> Path:
-        return self.out / f"mllm_{encoder}"
 
 
 # ----------------------------------------------------------------------------------------- stages
@@ -135,22 +104,21 @@ def stage_data(lay: Layout, args: argparse.Namespace, force: bool) -> bool:
     return True
 
 
-def backbone_config(lay: Layout, args: argparse.Namespace) -> Any:
-    pretrain = load_script("pretrain_image_backbone")
+def backbone_config(lay: Layout, args: argparse.Namespace) -> frame_pretraining.PretrainConfig:
     overrides = [f"data_root={lay.data}", f"progress={str(args.progress).lower()}"]
-    return pretrain.load_config(pretrain.PretrainConfig, args.pretrain_config, overrides)
+    return load_config(frame_pretraining.PretrainConfig, args.pretrain_config, overrides)
 
 
 def backbone_dir(lay: Layout, args: argparse.Namespace) -> Path:
     """The folder the backbone stage writes (a function of the settings and the pretraining data)."""
-    pretrain = load_script("pretrain_image_backbone")
-    return lay.data / "backbones" / pretrain.fingerprint(backbone_config(lay, args))
+    return frame_pretraining.backbone_dir(backbone_config(lay, args))
 
 
 def stage_backbone(lay: Layout, args: argparse.Namespace, force: bool) -> bool:
     if not force and (backbone_dir(lay, args) / "config.json").is_file():
         return False
-    load_script("pretrain_image_backbone").pretrain(backbone_config(lay, args), force=force)
+    # --resume unless forced: an interrupted pretraining continues from its last checkpoint
+    pretrain_image_backbone.pretrain(backbone_config(lay, args), force=force, resume=not force)
     return True
 
 
@@ -160,8 +128,9 @@ def stage_encoder(lay: Layout, args: argparse.Namespace, force: bool) -> bool:
         f"init_checkpoint={backbone_dir(lay, args) / 'model.safetensors'}",
         f"progress={str(args.progress).lower()}",
     ]  # fmt: skip
-    train = load_script("train_encoder")
-    wanted = to_dict(train.load_config(train.TrainConfig, args.encoder_config, overrides))
+    if load_config(EncoderTrainConfig, args.encoder_config, overrides).model.frame_blocks:
+        overrides.append(f"frame_token_cache={lay.data / 'frame-tokens'}")  # beside the data it encodes
+    wanted = to_dict(load_config(EncoderTrainConfig, args.encoder_config, overrides))
     saved = lay.encoder_run / "config.yaml"
     stale = saved.is_file() and strip_progress(yaml.safe_load(saved.read_text())) != strip_progress(wanted)
     done = (lay.encoder_run / "metrics.json").is_file() and (lay.encoder / "config.json").is_file()
@@ -217,8 +186,7 @@ def make_job(lay: Layout, args: argparse.Namespace, encoder: str) -> GymQAJob:
 
 
 def read_label_rate(args: argparse.Namespace) -> int:
-    train = load_script("train_encoder")
-    return train.load_config(train.TrainConfig, args.encoder_config).data.label_rate
+    return load_config(EncoderTrainConfig, args.encoder_config).data.label_rate
 
 
 def stage_mllm(encoder: str) -> Callable[[Layout, argparse.Namespace, bool], bool]:
@@ -233,7 +201,9 @@ def stage_mllm(encoder: str) -> Callable[[Layout, argparse.Namespace, bool], boo
 
 
 def stage_report(lay: Layout, args: argparse.Namespace, force: bool) -> bool:
-    summary = build_summary(lay, args)
+    train_types = stage_config(make_job(lay, args, "sefar")).data.question_types
+    command = "python scripts/quickstart.py " + shlex.join(sys.argv[1:])
+    summary = build_summary(lay, backbone_dir(lay, args), list(args.question_types), train_types, command)
     write_json(lay.summary, summary)
     plot_gymqa(summary, lay.out / "gymqa_accuracy.png")
     write_report(summary, lay.report)
@@ -259,202 +229,11 @@ def strip_progress(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def copy_dir(src: Path, dst: Path) -> None:
     """Replace ``dst`` by a copy of ``src`` (copied next to it, then renamed: never half a checkpoint)."""
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
-
-
-# ----------------------------------------------------------------------------------------- summary
-def build_summary(lay: Layout, args: argparse.Namespace) -> dict[str, Any]:
-    """Every number of the report, read from the stages' metrics files."""
-    meta = read_json(lay.data / "meta.json")
-    enc = read_json(lay.encoder_run / "metrics.json")
-    backbone = read_json(backbone_dir(lay, args) / "config.json")
-    questions = read_json(lay.questions.with_suffix(".summary.json"))
-    stages = read_json(lay.stages) if lay.stages.is_file() else {}
-    pair_keys = sorted(k for k in enc["test"] if k.startswith("pairs_"))
-    return {
-        "command": "python scripts/quickstart.py " + shlex.join(sys.argv[1:]),
-        "machine": machine(),
-        "stages": stages,
-        "paths": {
-            "report": str(lay.report),
-            "encoder": str(lay.encoder),
-            "mllm": str(lay.mllm),
-            "data": str(lay.data),
-            "encoder_run": str(lay.encoder_run),
-        },
-        "data": {
-            "preset": meta["preset"],
-            "difficulty": meta["difficulty"],
-            "classes": meta["num_classes"],
-            "sizes": meta["sizes"],
-        },
-        "backbone": {
-            "dir": str(backbone_dir(lay, args)),
-            "heldout": backbone["heldout"],
-            "minutes": backbone["minutes"],
-        },
-        "encoder": {
-            "method": enc["method"],
-            "label_rate": enc["label_rate"],
-            "optimizer_steps": enc["optimizer_steps"],
-            "minutes": enc["minutes"],
-            "best": enc["best"],
-            "test": {k: enc["test"][k] for k in ("count", "top1", "top5", "mean_class")},
-            "val": {k: enc["val"][k] for k in ("count", "top1", "top5", "mean_class")},
-            "pairs": {k[6:]: enc["test"][k] for k in pair_keys},
-            "most_confused": enc["most_confused"],
-        },
-        "gymqa": {
-            "questions_file": str(lay.questions),
-            "questions": questions["questions"],
-            "per_type": {t: b["questions"] for t, b in questions["by_type"].items()},
-            "distractors": questions["distractors"],
-            "types": list(args.question_types),
-            "train_types": stage_config(make_job(lay, args, "sefar")).data.question_types,
-            "results": {e: read_json(lay.job_dir(e) / "result.json") for e in ENCODERS},
-        },
-    }
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
-
-
-def pct(x: float | None) -> str:
-    return "–" if x is None else f"{x:.1f}"
-
-
-def write_report(summary: dict[str, Any], path: Path) -> None:
-    """``report.md`` from ``summary.json`` alone (so the two cannot disagree)."""
-    enc, qa, data, mach = summary["encoder"], summary["gymqa"], summary["data"], summary["machine"]
-    results = qa["results"]
-    run = Path(summary["paths"]["encoder_run"]).name
-    total = sum(s["seconds"] for s in summary["stages"].values() if s.get("seconds") is not None)
-    labeled = data["sizes"][f"labeled_{enc['label_rate']}"]
-    intro = (
-        f"SynthGym `{data['preset']}` (difficulty {data['difficulty']}): {data['classes']} elements, "
-        f"{data['sizes']['train']} train-pool clips "
-        f"({labeled} labeled at {enc['label_rate']} %), {data['sizes']['val']} val and "
-        f"{data['sizes']['test']} test clips. The stages took {total / 60:.1f} min when they ran, on "
-        f"{mach['cores']} CPU cores (torch {mach['torch']}); last command `{summary['command']}`."
-    )
-    best = enc["best"]
-    training = (
-        f"- {enc['method']} at {enc['label_rate']} % labels, {enc['optimizer_steps']} optimizer steps, "
-        f"{enc['minutes']:.1f} min; model selected on val: {best['which']} of epoch {best['epoch']}"
-    )
-    lines = [
-        "# SeFAR quickstart report",
-        "",
-        intro,
-        "",
-        "## 1. SeFAR encoder (semi-supervised)",
-        "",
-        training,
-    ]
-    lines += ["", "| split | clips | top-1 % | top-5 % | mean class % |", "|---|---|---|---|---|"]
-    for split in ("val", "test"):
-        m = enc[split]
-        row = [str(m["count"]), pct(100 * m["top1"]), pct(100 * m["top5"]), pct(100 * m["mean_class"])]
-        lines.append(f"| {split} | {' | '.join(row)} |")
-    if enc["pairs"]:
-        lines += ["", "Pair accuracy on test (which member of a fine-grained pair; 50 % = cannot tell):", ""]
-        for name, p in enc["pairs"].items():
-            acc = None if p["accuracy"] is None else 100 * p["accuracy"]
-            lines.append(f"- {name.replace('_', ' ')}: {pct(acc)} % over {p['count']} clips")
-    lines += ["", f"![SSL training curves]({run}/curves.png)", ""]
-    if enc["most_confused"]:
-        lines += [
-            "Most confused element pairs on test:",
-            "",
-            "| true | predicted as | clips | share of true |",
-        ]
-        lines.append("|---|---|---|---|")
-        for r in enc["most_confused"]:
-            lines.append(f"| {r['true']} | {r['predicted']} | {r['count']} | {pct(100 * r['share'])} % |")
-        lines.append("")
-    lines += [f"![confusion matrix]({run}/confusion.png)", ""]
-
-    counts = ", ".join(f"{n} {t}" for t, n in qa["per_type"].items())
-    setup = (
-        f"Tiny LLM + projector (stage A) + LoRA (stage B), trained on the labeled clips only (stage B "
-        f"questions: {', '.join(qa['train_types'])}); evaluated on "
-        f"{qa['questions']} test questions ({counts}; {qa['distractors']} distractors). `framepool` is the "
-        "frame-pretrained image backbone SeFAR started from, averaged over time (order-blind); "
-        "`classifier4` answers the element-name questions with SeFAR's own classifier restricted to the "
-        "4 options (no LLM)."
-    )
-    lines += ["## 2. Video MLLM on Gym-QA: SeFAR features vs frame-pool features", "", setup, ""]
-    lines += ["| mode | sefar % | framepool % | difference (points) |", "|---|---|---|---|"]
-    for mode in MODES:
-        s = results["sefar"]["accuracy"].get(mode)
-        f = results["framepool"]["accuracy"].get(mode)
-        diff = "–" if s is None or f is None else f"{s - f:+.1f}"
-        lines.append(f"| {MODE_TITLES[mode]} | {pct(s)} | {pct(f)} | {diff} |")
-    lines += [
-        "",
-        "Accuracy per answer type (likelihood mode):",
-        "",
-        "| answer type | sefar % | framepool % |",
-    ]
-    lines.append("|---|---|---|")
-    sefar_types = results["sefar"]["per_answer_type"]["likelihood"]
-    pool_types = results["framepool"]["per_answer_type"]["likelihood"]
-    for t in sefar_types:
-        lines.append(f"| {t} | {pct(sefar_types[t])} | {pct(pool_types.get(t))} |")
-    lines += ["", "![Gym-QA accuracy per answer type](gymqa_accuracy.png)", ""]
-
-    paths = summary["paths"]
-    lines += [
-        "## 3. Where things are",
-        "",
-        f"- encoder: `{paths['encoder']}` (`python scripts/predict.py --encoder {paths['encoder']} ...`)",
-        f"- MLLM: `{paths['mllm']}` — `python scripts/demo.py` loads both",
-        f"- every number above: `summary.json`; stage reports: `{run}/report.md`, `mllm_*/eval/report.md`",
-        "",
-        "| stage | seconds (when it ran) | last run |",
-        "|---|---|---|",
-    ]
-    for name, st in summary["stages"].items():
-        lines.append(
-            f"| {name} | {pct(st.get('seconds'))} | {'skipped: done before' if st['skipped'] else 'ran'} |"
-        )
-    path.write_text("\n".join(lines) + "\n")
-
-
-def plot_gymqa(summary: dict[str, Any], path: Path) -> None:
-    """Grouped bars: Gym-QA accuracy per answer type and overall, SeFAR vs frame pool, per MLLM mode."""
-    results = summary["gymqa"]["results"]
-    modes = [m for m in ("likelihood", "generate") if m in results["sefar"]["accuracy"]]
-    fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 3.8), squeeze=False)
-    for ax, mode in zip(axes[0], modes):
-        types = list(results["sefar"]["per_answer_type"][mode])
-        groups = ["overall", *types]
-        for k, encoder in enumerate(ENCODERS):
-            r = results[encoder]
-            values = [r["accuracy"][mode]] + [r["per_answer_type"][mode].get(t) for t in types]
-            xs = [i + (k - 0.5) * 0.38 for i in range(len(groups))]
-            ax.bar(xs, [v if v is not None else 0 for v in values], width=0.38, label=encoder)
-        ax.set_xticks(range(len(groups)), groups)
-        ax.set_ylim(0, 100)
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"Gym-QA, {MODE_TITLES[mode]}")
-        ax.axhline(25, color="grey", lw=0.8, ls=":")  # chance with 4 options
-        ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    for stale in dst.parent.glob(f"{dst.name}.*.tmp"):  # a killed run's partial copy
+        shutil.rmtree(stale)
+    with atomic_replace(dst) as tmp:
+        shutil.copytree(src, tmp)
+        shutil.rmtree(dst, ignore_errors=True)  # a rename replaces no folder that has files
 
 
 # ----------------------------------------------------------------------------------------- main

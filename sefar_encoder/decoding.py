@@ -1,8 +1,9 @@
-"""Decoding: turn a video file into uint8 RGB frames (SPEC §1.4). The one way to read a clip.
+"""Decoding: turn a video file into uint8 RGB frames (docs/DESIGN.md §Decoding). The one way to read a clip.
 
     clip = open_video(path, backend="decord")   # header only: clip.num_frames
     frames = clip.get(indices)                  # [T, H, W, 3] uint8 RGB, any order, duplicates allowed
     clip.close()
+    header = probe_header(path)                 # width, height, duration: nothing decoded, no decoder opened
 
 decord (``VideoReader.get_batch``) is the default backend, PyAV the fallback and the reference in tests
 (both are frame-exact on H.264 clips written by PyAV). Any pixel format (grayscale, yuv444p, full-range
@@ -34,6 +35,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, Self
 
@@ -57,6 +59,10 @@ class DecodeError(RuntimeError):
         self.path = path
         self.reason = reason
         super().__init__(self.path if reason is None else f"{self.path}: {_CANNOT} ({reason})")
+
+    def without_path(self) -> str:
+        """The message without the file's path, for callers that name the file themselves."""
+        return f"{_CANNOT} ({self.reason})" if self.reason else str(self)
 
 
 _CANNOT = "cannot decode video"
@@ -387,3 +393,39 @@ def probe_clip(
         if check_last_frame:
             clip.get(np.array([clip.num_frames - 1]))
         return clip.num_frames, clip.fallback
+
+
+@dataclass(frozen=True)
+class VideoHeader:
+    """What a clip's container header says about its first video stream (nothing decoded)."""
+
+    width: int  # pixels
+    height: int
+    duration_s: float | None  # None when neither the stream nor the container records it
+
+
+def probe_header(path: str | os.PathLike) -> VideoHeader:
+    """Frame size and duration of a clip from its container header, read with PyAV without decoding a frame
+    and without opening decord: what a server checks before it lets a decoder near an upload. Raises
+    :class:`DecodeError` for a file whose header cannot be read."""
+    import av
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise DecodeError(path, "no video stream")
+            stream = container.streams.video[0]
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                duration = container.duration / av.time_base
+            elif stream.frames and stream.average_rate:
+                duration = float(stream.frames / stream.average_rate)
+            else:
+                duration = None
+            codec = stream.codec_context
+            return VideoHeader(int(codec.width), int(codec.height), duration)
+    except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as err:
+        raise DecodeError(path, _short_reason(err)) from None

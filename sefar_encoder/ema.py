@@ -1,4 +1,4 @@
-"""EMA teacher: the one exponential-moving-average class of the toolkit (SPEC §2.3).
+"""EMA teacher: the one exponential-moving-average class of the toolkit (docs/DESIGN.md §EMA teacher).
 
     teacher = EMATeacher(student, decay=decay_from_horizon(total_ssl_steps, fraction=0.2))
     ...
@@ -85,7 +85,7 @@ class EMATeacher:
     def state_dict(self) -> dict[str, Any]:
         """``{"module": teacher state dict (tensors), "decay": float, "step": int}``.
 
-        Save ``"module"`` with safetensors and the two scalars as JSON (SPEC §6).
+        Save ``"module"`` with safetensors and the two scalars as JSON (docs/DESIGN.md §Checkpoints).
         """
         return {"module": self.module.state_dict(), "decay": self.decay, "step": self.step}
 

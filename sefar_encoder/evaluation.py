@@ -1,6 +1,7 @@
-"""Evaluate an encoder on an eval list (SPEC §2.4): multi-view testing, student and teacher, the metrics of
-:mod:`sefar_encoder.metrics` and the confusion matrix. Used by ``scripts/train_encoder.py`` (validation
-every epoch, test once at the end) and ``scripts/eval_encoder.py`` (an exported encoder on any list).
+"""Evaluate an encoder on an eval list (docs/DESIGN.md §Evaluation and export): multi-view testing, student
+and teacher, the metrics of :mod:`sefar_encoder.metrics` and the confusion matrix. Used by
+``scripts/train_encoder.py`` (validation every epoch, test once at the end) and ``scripts/eval_encoder.py``
+(an exported encoder on any list).
 
     dataset (mode="eval": n_test = temporal offsets × spatial crops per clip)
         ──► evaluate(model, dataset) ──► Predictions(probs [N, K], labels [N], skipped, fallbacks)
@@ -27,8 +28,9 @@ from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
 from gym_qa.hierarchy import Hierarchy
-from sefar_encoder.dataset import BadSamplePolicy, VideoClipDataset, eval_loader
+from sefar_encoder.dataset import BadSamplePolicy, VideoClipDataset
 from sefar_encoder.decoding import Backend
+from sefar_encoder.loader import eval_loader
 from sefar_encoder.metrics import classification_report, confusion_matrix
 from sefar_encoder.model.encoder import SeFAREncoder
 from sefar_encoder.report import most_confused_pairs
@@ -196,18 +198,19 @@ def evaluate_list(
     """An exported encoder on a list file: ``(report, confusion matrix)`` (``scripts/eval_encoder.py``).
 
     Multi-view testing with ``num_clips`` temporal offsets x ``crops`` spatial crops (1 or 3) per clip,
-    through the encoder's own views and crop size and the data path's default normalisation. Every clip
-    is checked first: with ``on_bad_sample="error"`` a :class:`~sefar_encoder.dataset.BadClipsError` lists
+    through the preprocessing the export records (views, crop size, normalisation). Every clip
+    is checked first: with ``on_bad_sample="error"`` a :class:`~sefar_encoder.clip_checks.BadClipsError` lists
     all bad clips before anything is evaluated; with ``"skip"`` they are left out and listed in the report.
     Raises :class:`gym_qa.lists.ListFileError` for a malformed list or a label outside the encoder's classes.
     """
-    augment = AugmentConfig(test_offsets=num_clips, test_crops=crops)
+    pre = encoder.preprocessing
+    augment = AugmentConfig(mean=pre.mean, std=pre.std, test_offsets=num_clips, test_crops=crops)
     dataset = VideoClipDataset(
         list_path,
         encoder.config.num_classes,
         "eval",
-        views=encoder.config.views,
-        image_size=encoder.config.img_size,
+        views=pre.views,
+        image_size=pre.image_size,
         augment=augment,
         backend=backend,
         on_bad_sample=on_bad_sample,

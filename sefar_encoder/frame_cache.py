@@ -1,4 +1,5 @@
-"""On-disk cache of decoded, resized frames, to take decode cost out of repeated epochs (SPEC §1.4).
+"""On-disk cache of decoded, resized frames, to take decode cost out of repeated epochs
+(docs/DESIGN.md §Decoding).
 
 One ``.npy`` file per clip holds ALL its frames, ``[F, H', W', 3]`` uint8 with the short side resized
 to ``short_side`` (never enlarged), so any later sampling of the clip is served from it. The key is the
@@ -24,12 +25,14 @@ from typing import Self
 import numpy as np
 import torch
 
+from gym_qa.atomic_files import atomic_replace
 from sefar_encoder.decoding import Backend, DecodeError, open_video
 from sefar_encoder.transforms import resize_frames
 
 
-class _CachedClip:
-    """An opened cache entry; same interface as the decoders' clips."""
+class CachedClip:
+    """An opened cache entry, memory-mapped, whose first axis is the clip's frames (pixels here, frame tokens
+    in ``sefar_encoder.frame_tokens``); same interface as the decoders' clips."""
 
     def __init__(self, path: str, frames: np.ndarray):
         self.path = path
@@ -52,6 +55,29 @@ class _CachedClip:
         self.close()
 
 
+def entry_file(cache_dir: Path, path: str | os.PathLike, *key: object) -> Path:
+    """The ``.npy`` entry of a clip under ``cache_dir``, named by the clip's absolute path, mtime and size
+    (and ``key``): an edited or replaced clip gets a new entry. :class:`DecodeError` when the clip does not
+    exist."""
+    path = Path(path).absolute()
+    try:
+        st = path.stat()
+    except OSError:
+        raise DecodeError(path, "file not found") from None
+    digest = hashlib.sha1("|".join(map(str, (path, st.st_mtime_ns, st.st_size, *key))).encode()).hexdigest()
+    return cache_dir / f"{path.stem}-{digest[:20]}.npy"
+
+
+def open_entry(path: str | os.PathLike, entry: Path) -> CachedClip:
+    """``entry`` (of the clip ``path``) memory-mapped; :class:`DecodeError` naming the clip when it cannot be
+    read."""
+    try:
+        frames = np.load(entry, mmap_mode="r")
+    except (OSError, ValueError) as err:
+        raise DecodeError(Path(path), f"unreadable cache entry {entry.name}: {err}") from None
+    return CachedClip(str(path), frames)
+
+
 class FrameCache:
     """Decoded, short-side-resized uint8 frames of whole clips, one ``.npy`` per clip in ``cache_dir``."""
 
@@ -63,14 +89,7 @@ class FrameCache:
 
     def entry_path(self, path: str | os.PathLike) -> Path:
         """Cache file of a clip; raises :class:`DecodeError` when the clip does not exist."""
-        path = Path(path).absolute()
-        try:
-            st = path.stat()
-        except OSError:
-            raise DecodeError(path, "file not found") from None
-        key = f"{path}|{st.st_mtime_ns}|{st.st_size}|{self.short_side}"
-        digest = hashlib.sha1(key.encode()).hexdigest()[:20]
-        return self.cache_dir / f"{path.stem}-{digest}.npy"
+        return entry_file(self.cache_dir, path, self.short_side)
 
     def _build(self, path: Path, entry: Path, backend: Backend) -> None:
         with open_video(path, backend) as clip:
@@ -82,19 +101,14 @@ class FrameCache:
             frames = resize_frames(torch.from_numpy(frames).permute(0, 3, 1, 2), size)
             frames = frames.permute(0, 2, 3, 1).contiguous().numpy()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = entry.with_name(f"{entry.stem}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
+        # one temporary name per process: DataLoader workers may fill the same entry at once
+        with atomic_replace(entry) as tmp, open(tmp, "wb") as f:
             np.save(f, frames)
-        os.replace(tmp, entry)
 
-    def open(self, path: str | os.PathLike, backend: Backend = "decord") -> _CachedClip:
+    def open(self, path: str | os.PathLike, backend: Backend = "decord") -> CachedClip:
         """The clip's cached frames, decoding and writing the entry first on a miss."""
         path = Path(path)
         entry = self.entry_path(path)
         if not entry.exists():
             self._build(path, entry, backend)
-        try:
-            frames = np.load(entry, mmap_mode="r")
-        except (OSError, ValueError) as err:
-            raise DecodeError(path, f"unreadable cache entry {entry.name}: {err}") from None
-        return _CachedClip(str(path), frames)
+        return open_entry(path, entry)

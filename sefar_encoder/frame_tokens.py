@@ -31,39 +31,15 @@ import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Self
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from gym_qa.atomic_files import atomic_replace
 from sefar_encoder.decoding import Backend, DecodeError, open_video
-from sefar_encoder.frame_cache import FrameCache
+from sefar_encoder.frame_cache import CachedClip, FrameCache, entry_file, open_entry
 from sefar_encoder.transforms import AugmentConfig, AugParams, ClipTransform, CropBox
-
-
-class _TokenClip:
-    """An opened entry, with the decoders' clip interface: ``get(indices) -> [n, X, M, D]`` float32."""
-
-    def __init__(self, path: str, tokens: np.ndarray):
-        self.path = path
-        self._tokens = tokens
-        self.num_frames = int(tokens.shape[0])
-
-    def get(self, indices: np.ndarray) -> np.ndarray:
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if indices.size and (indices.min() < 0 or indices.max() >= self.num_frames):
-            raise IndexError(f"{self.path}: frame indices {indices.tolist()} outside [0, {self.num_frames})")
-        return np.asarray(self._tokens[indices])  # fancy index copies out of the memory map
-
-    def close(self) -> None:
-        self._tokens = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class FrameTokenCache:
@@ -111,13 +87,7 @@ class FrameTokenCache:
     # ---- entries ------------------------------------------------------------------------------
     def entry_path(self, path: str | os.PathLike) -> Path:
         """The entry of a clip; raises :class:`DecodeError` when the clip does not exist."""
-        path = Path(path).absolute()
-        try:
-            st = path.stat()
-        except OSError:
-            raise DecodeError(path, "file not found") from None
-        digest = hashlib.sha1(f"{path}|{st.st_mtime_ns}|{st.st_size}".encode()).hexdigest()[:20]
-        return self.cache_dir / f"{path.stem}-{digest}.npy"
+        return entry_file(self.cache_dir, path)  # the fingerprint is in cache_dir
 
     def _frames(self, path: Path) -> np.ndarray:
         """Every frame of the clip, ``[F, H, W, 3]`` uint8 (one decode, or the frame cache's entry)."""
@@ -158,24 +128,19 @@ class FrameTokenCache:
         try:
             for path, entry in tqdm(todo, desc="frame tokens", disable=not progress, leave=False):
                 tokens = self.encode_frames(self._frames(path))
-                tmp = entry.with_name(f"{entry.stem}.{os.getpid()}.tmp")
-                with open(tmp, "wb") as f:
+                with atomic_replace(entry) as tmp, open(tmp, "wb") as f:
                     np.save(f, tokens)
-                os.replace(tmp, entry)
         finally:
             self.encoder.train(was_training)
         return len(todo)
 
-    def open(self, path: str | os.PathLike, backend: Backend | None = None) -> _TokenClip:
-        """The clip's cached tokens (``backend`` is accepted for the decoders' signature; unused)."""
+    def open(self, path: str | os.PathLike, backend: Backend | None = None) -> CachedClip:
+        """The clip's cached tokens, ``get(indices) -> [n, X, M, D]`` float32 (``backend`` is accepted for
+        the decoders' signature; unused)."""
         entry = self.entry_path(path)
         if not entry.exists():
             raise DecodeError(Path(path), f"no frame-token entry {entry.name}: build the cache first")
-        try:
-            tokens = np.load(entry, mmap_mode="r")
-        except (OSError, ValueError) as err:
-            raise DecodeError(Path(path), f"unreadable frame-token entry {entry.name}: {err}") from None
-        return _TokenClip(str(path), tokens)
+        return open_entry(path, entry)
 
     def __getstate__(self) -> dict:
         # DataLoader workers only open entries: they never need the encoder (nor pickle its weights)

@@ -1,4 +1,4 @@
-"""Semi-supervised losses, the sine ramp and confidence-threshold masks (SPEC §2.3, §2.5).
+"""Semi-supervised losses, the sine ramp and confidence-threshold masks (docs/DESIGN.md §Losses).
 
 Shape notation: B batch, C classes.
 

@@ -1,4 +1,4 @@
-"""The training objective of every method in one harness (SPEC §2.3, §2.5).
+"""The training objective of every method in one harness (docs/DESIGN.md §Methods and switches).
 
     labeled [B_l, C, S, H, W], y ──► student ──► L_sup
     unlabeled weak  [B_u, C, S, H, W] ──► teacher (EMA; K head-dropout samples) ──► ŷ, q̄, w
@@ -247,7 +247,8 @@ def _pseudo_stats(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(ŷ [B], q̄ [B, K_cls], w [B]) from the teacher on the weak views."""
     if method.ada_reg:
-        # one backbone pass, K dropout masks on h: the same distribution as K full passes (SPEC §2.3);
+        # one backbone pass, K dropout masks on h: the same distribution as K full passes
+        # (docs/DESIGN.md §One teacher pass for K samples);
         # "full_passes" runs the official K whole teacher passes (reproduction, scripts/bench_teacher.py)
         sample = teacher_k_samples if cfg.regulation_impl == "one_pass" else teacher_k_full_passes
         stats = k_sample_stats(sample(teacher, weak, cfg.regulation.num_samples), cfg.regulation)

@@ -1,4 +1,5 @@
-"""Classification metrics of SPEC §2.4: top-1/top-5/mean class accuracy, set and event level, pairs.
+"""Classification metrics (docs/DESIGN.md §Evaluation and export): top-1/top-5/mean class accuracy, set and
+event level, pairs.
 
 Shapes: ``probs [N, K]`` averaged softmax over test views, ``labels [N]``. Mean class accuracy (FineGym's
 usual metric) is the mean over classes *present in the labels* of per-class recall. Set and event level

@@ -1,4 +1,4 @@
-"""The encoder's optimizer and learning-rate schedule (SPEC §2.3).
+"""The encoder's optimizer and learning-rate schedule (docs/DESIGN.md §Optimiser).
 
 SGD with Nesterov momentum 0.9, lr 5e-3, x0.1 at 25/30 and 28/30 of training (the paper's recipe), or
 AdamW with linear warm-up and cosine decay for small CPU runs. Weight decay applies to weight matrices
@@ -17,7 +17,7 @@ from typing import Literal
 
 import torch
 
-from sefar_encoder.config import ConfigError
+from sefar_encoder.runtime.config import ConfigError
 
 
 @dataclass
@@ -44,8 +44,9 @@ class OptimConfig:
 def build_optimizer(
     cfg: OptimConfig, model: torch.nn.Module, extra: list[torch.nn.Module]
 ) -> torch.optim.Optimizer:
-    """Weight decay on weight matrices only (not norms, biases, embeddings: SPEC §2.3); one parameter
-    group per (lr scale, decay) pair, the scale in each group's ``lr_scale`` (read by :func:`set_lr`)."""
+    """Weight decay on weight matrices only (not norms, biases, embeddings: docs/DESIGN.md §Optimiser);
+    one parameter group per (lr scale, decay) pair, the scale in each group's ``lr_scale`` (read by
+    :func:`set_lr`)."""
     if not 0.0 < cfg.layer_decay <= 1.0:
         raise ConfigError(f"optim.layer_decay must be in (0, 1], got {cfg.layer_decay}")
     groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}

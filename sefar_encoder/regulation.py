@@ -1,4 +1,5 @@
-"""Adaptive Regulation: per-sample pseudo-label weights from K stochastic teacher predictions (SPEC §2.3).
+"""Adaptive Regulation: per-sample pseudo-label weights from K stochastic teacher predictions
+(docs/DESIGN.md §Adaptive Regulation).
 
 Shape notation: K samples, B batch, C classes.
 

@@ -1,4 +1,5 @@
-"""Dual-level temporal sampling: *which* frames of a clip feed which view (SPEC §2.1). No pixels here.
+"""Dual-level temporal sampling: *which* frames of a clip feed which view. No pixels here.
+(docs/DESIGN.md §Dual-level sampling)
 
 A clip of ``F`` frames is cut into ``S = sum(views)`` equal segments and every segment goes to exactly
 one view, so views are disjoint; a view with ``n`` frames owns exactly one segment in each of ``n``

@@ -1,4 +1,5 @@
-"""Augmentation of one decoded sample into the labeled / weak / strong / eval views (SPEC §2.3).
+"""Augmentation of one decoded sample into the labeled / weak / strong / eval views
+(docs/DESIGN.md §Augmentation).
 
 Input: the frames of ONE decode, ``[S, H, W, 3]`` uint8 in the sampler's flat order (view0's frames,
 then view1's, ...). Output: ``[C, S, h, w]`` float, normalised (eval: ``[n_test, C, S, h, w]``)::

@@ -1,4 +1,5 @@
-"""A corpus of odd-but-valid and bad inputs for every place data enters the encoder path (SPEC §2.1).
+"""A corpus of odd-but-valid and bad inputs for every place data enters the encoder path
+(docs/DESIGN.md §Dataset and loader).
 
     from bad_input_fixtures import write_corpus, write_corpus_dataset, BAD_LIST_LINES
 

@@ -1,7 +1,8 @@
 """Pytest helpers for the prediction CLI and the demo: real SynthGym clips and an encoder that is right
 about them, built once per session.
 
-    from demo_fixtures import synthgym_clips, fitted_encoder, running_demo
+    pytest_plugins = ["demo_fixtures"]       # the fixtures synthgym_clips, fitted_encoder
+    from demo_fixtures import running_demo   # a context manager
 
 ``synthgym_clips``: the 12 test clips of SynthGym's ``tiny`` preset (one per class, 64x64 px, rendered in
 about half a second), their hierarchy files and ``test.csv`` (``<path> <label>``).
@@ -40,8 +41,6 @@ from sefar_encoder.transforms import AugmentConfig, ClipTransform
 
 VIEWS = (2, 2, 4)
 LOGIT_SCALE = 4.0  # the fitted logits: LOGIT_SCALE for the true class, 0 for the others
-
-_CACHE: dict[str, Any] = {}
 
 
 def build_synthgym_clips(root: Path) -> dict[str, Any]:
@@ -95,20 +94,17 @@ def build_fitted_encoder(directory: Path, clips: list[tuple[Path, int]], hierarc
 @pytest.fixture(scope="session")
 def synthgym_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """12 SynthGym clips (one per class) + categories + ``test.csv``; read-only."""
-    if "clips" not in _CACHE:
-        _CACHE["clips"] = build_synthgym_clips(tmp_path_factory.mktemp("synthgym_clips"))
-    return _CACHE["clips"]
+    return build_synthgym_clips(tmp_path_factory.mktemp("synthgym_clips"))
 
 
 @pytest.fixture(scope="session")
 def fitted_encoder(tmp_path_factory: pytest.TempPathFactory, synthgym_clips) -> Path:
     """An encoder checkpoint (with hierarchy.json) that classifies every ``synthgym_clips`` clip correctly."""
-    if "encoder" not in _CACHE:
-        clips = synthgym_clips["clips"]
-        _CACHE["encoder"] = build_fitted_encoder(
-            tmp_path_factory.mktemp("fitted_encoder") / "encoder", clips, synthgym_clips["hierarchy"]
-        )
-    return _CACHE["encoder"]
+    return build_fitted_encoder(
+        tmp_path_factory.mktemp("fitted_encoder") / "encoder",
+        synthgym_clips["clips"],
+        synthgym_clips["hierarchy"],
+    )
 
 
 def free_port() -> int:
@@ -123,8 +119,10 @@ def running_demo(root: Path, encoder_dir: Path, examples_list: Path, chat: Any =
     """Launch the demo on 127.0.0.1 (random free port, background thread); yields a namespace with
     ``url``, ``dirs``, ``limits``, ``predictor``, ``demo``. Closes the server and restores the gradio
     environment variables that :meth:`AppDirs.create` set."""
-    from mllm.demo_app import AppDirs, DemoLimits, build_demo, copy_examples, launch_demo
-    from sefar_encoder.prediction import Predictor, read_inputs
+    from mllm.demo_app import build_demo, launch_demo
+    from mllm.demo_uploads import AppDirs, DemoLimits, copy_examples
+    from sefar_encoder.clip_inputs import read_inputs
+    from sefar_encoder.prediction import Predictor
 
     keys = ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE", "GRADIO_ANALYTICS_ENABLED")
     saved = {k: os.environ.get(k) for k in keys}

@@ -1,8 +1,8 @@
 """Pytest helpers for the MLLM stage scripts: a 16-clip data set, a tiny SeFAR encoder, a stage config
 writer, and a trained (align -> instruct) MLLM checkpoint, each built once per session.
 
-    from mllm_run_fixtures import mllm_data, trained_mllm, write_config, load_script
-    from tiny_llm_fixtures import tiny_llm_dir
+    pytest_plugins = ["mllm_run_fixtures", "tiny_llm_fixtures"]   # fixtures mllm_data, trained_mllm, tiny_llm_dir
+    from mllm_run_fixtures import write_config                     # plain helpers
 
 The data set follows the SynthGym layout (``videos/``, ``splits/5/train.csv``, ``val.csv``, ``test.csv``,
 ``categories.txt``, ``set_categories.txt``) with 4 classes: 2 labeled train clips per class, 1 val and 1
@@ -12,23 +12,23 @@ test clip.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import torch
 import yaml
+from conftest import load_script
 from video_fixtures import write_clip
 
+from gym_qa.clips import clip_id_of
 from gym_qa.hierarchy import Hierarchy
 from gym_qa.question_generator import Clip, GeneratorConfig, QuestionGenerator
 from gym_qa.questions import write_questions
 from sefar_encoder.model import ModelConfig, SeFAREncoder
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+pytest_plugins = ["tiny_llm_fixtures"]  # trained_mllm builds on tiny_llm_dir
+
 CLASSES = [  # (set, event, name): names the tiny LLM's tokenizer was trained on
     (25, "FX", "salto backward tucked"),
     (24, "FX", "salto forward piked"),
@@ -37,18 +37,6 @@ CLASSES = [  # (set, event, name): names the tiny LLM's tokenizer was trained on
 ]
 SETS = {21: "FX_leap_jump_hop", 24: "FX_front_salto", 25: "FX_back_salto", 41: "UB_circles"}
 ENCODER_CFG = ModelConfig(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=4)
-
-_CACHE: dict[str, Any] = {}
-
-
-def load_script(name: str) -> ModuleType:
-    """Import ``scripts/<name>.py`` as a module (scripts are not a package)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def build_data(root: Path) -> dict[str, Path]:
@@ -72,7 +60,7 @@ def build_data(root: Path) -> dict[str, Path]:
     for split in ("val", "test"):
         (root / f"{split}.csv").write_text("".join(f"{p} {y}\n" for p, y in rows[split]))
     hierarchy = Hierarchy.from_dir(root)
-    clips = [Clip(video=Path(p).stem, label=y) for p, y in rows["test"]]
+    clips = [Clip(video=clip_id_of(p), label=y) for p, y in rows["test"]]
     questions, _ = QuestionGenerator(hierarchy, GeneratorConfig(types=("what",), dataset="test")).generate(
         clips
     )
@@ -96,9 +84,7 @@ def build_data(root: Path) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def mllm_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The 16-clip data set, the encoders and the question file (read-only; shares one feature cache)."""
-    if "data" not in _CACHE:
-        _CACHE["data"] = build_data(tmp_path_factory.mktemp("mllm_data"))
-    return _CACHE["data"]
+    return build_data(tmp_path_factory.mktemp("mllm_data"))
 
 
 def write_config(path: Path, data: dict[str, Path], llm_dir: Path, runs: Path, **sections: dict) -> Path:
@@ -142,11 +128,9 @@ def write_config(path: Path, data: dict[str, Path], llm_dir: Path, runs: Path, *
 @pytest.fixture(scope="session")
 def trained_mllm(tmp_path_factory: pytest.TempPathFactory, mllm_data, tiny_llm_dir) -> Path:
     """An MLLM checkpoint after a short stage A and stage B (``<runs>/instruct/mllm``)."""
-    if "trained" not in _CACHE:
-        runs = tmp_path_factory.mktemp("mllm_runs")
-        config = write_config(runs / "config.yaml", mllm_data, tiny_llm_dir, runs, instruct={"max_steps": 6})
-        train = load_script("train_mllm")
-        for stage in ("align", "instruct"):
-            assert train.main(["--config", str(config), "--stage", stage]) == 0
-        _CACHE["trained"] = runs / "instruct" / "mllm"
-    return _CACHE["trained"]
+    runs = tmp_path_factory.mktemp("mllm_runs")
+    config = write_config(runs / "config.yaml", mllm_data, tiny_llm_dir, runs, instruct={"max_steps": 6})
+    train = load_script("train_mllm")
+    for stage in ("align", "instruct"):
+        assert train.main(["--config", str(config), "--stage", stage]) == 0
+    return runs / "instruct" / "mllm"

@@ -1,35 +1,31 @@
 """Pytest helpers for the encoder training tests: ONE SynthGym tiny data set and a frame-pretrained tiny
-backbone, built once per session and shared by every module that imports them.
+backbone, built once per session and shared by every module that uses them.
 
-    from synthgym_fixtures import load_script, synthgym_tiny, tiny_train_config
+    pytest_plugins = ["synthgym_fixtures"]                    # the fixture synthgym_tiny
+    from synthgym_fixtures import tiny_train_config           # plain helpers
 
 ``synthgym_tiny`` yields :class:`TinyData` (``root``: the data set folder, ``backbone``: the image-ViT
 ``model.safetensors``). The data set is the generator's ``tiny`` preset (12 classes; 12 labeled + 60
 unlabeled train clips at 10 %, 12 val, 12 test, 64 px); the backbone is pretrained for a few steps only —
-enough to exercise the loading path, not to be good. :func:`tiny_train_config` gives a
-``TrainConfig`` that trains in a couple of seconds on it.
+enough to exercise the loading path, not to be good. :func:`tiny_train_config` gives an
+``EncoderTrainConfig`` that trains in a couple of seconds on it.
 
-A fixture imported into several test modules is registered once per module by pytest, so the session
-cache lives in this module (``_CACHE``): the data are generated once per test session whatever imports them.
+:func:`resume_reference` is a plain function the resume and kill tests call with their own folders; it
+trains the reference run once per session (``_REFERENCE``) whichever module calls it first.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import Any
 
 import pytest
+from conftest import REPO, load_script
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = REPO / "scripts"
 TINY_ENCODER_YAML = REPO / "configs" / "encoder" / "synthgym_tiny.yaml"
 TINY_PRETRAIN_YAML = REPO / "configs" / "pretrain" / "synthgym_tiny.yaml"
 
-_CACHE: dict[str, Any] = {}
+_REFERENCE: dict[str, Path] = {}  # the resume reference run, once per session
 
 
 @dataclass(frozen=True)
@@ -38,25 +34,18 @@ class TinyData:
     backbone: Path  # frame-pretrained image ViT (model.safetensors)
 
 
-def load_script(name: str) -> ModuleType:
-    """Import ``scripts/<name>.py`` as a module (scripts are not a package); cached in ``sys.modules``."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 def build_tiny_data(base: Path) -> TinyData:
     """Generate SynthGym tiny (seed 0) under ``base/synthgym-tiny`` and pretrain a backbone for 6 steps."""
     from gym_qa.synthgym.dataset import generate_dataset
 
     root = base / "synthgym-tiny"
     generate_dataset(root, "tiny", seed=0, workers=1, progress=False)
+    from sefar_encoder.frame_pretraining import PretrainConfig
+    from sefar_encoder.runtime.config import load_config
+
     pretrain = load_script("pretrain_image_backbone")
-    cfg = pretrain.load_config(
-        pretrain.PretrainConfig,
+    cfg = load_config(
+        PretrainConfig,
         TINY_PRETRAIN_YAML,
         [f"data_root={root}", f"out_dir={base / 'backbone'}", "steps=6", "batch_size=32", "progress=false"],
     )
@@ -66,9 +55,7 @@ def build_tiny_data(base: Path) -> TinyData:
 
 @pytest.fixture(scope="session")
 def synthgym_tiny(tmp_path_factory) -> TinyData:
-    if "tiny" not in _CACHE:
-        _CACHE["tiny"] = build_tiny_data(tmp_path_factory.mktemp("synthgym-shared"))
-    return _CACHE["tiny"]
+    return build_tiny_data(tmp_path_factory.mktemp("synthgym-shared"))
 
 
 # Small and fast, yet every phase runs: 1 supervised warm-up epoch, then 1 SSL epoch; 2 steps each.
@@ -86,12 +73,13 @@ TINY_OVERRIDES = [
 
 
 def tiny_train_config(data: TinyData, out_dir: Path, *overrides: str):
-    """``configs/encoder/synthgym_tiny.yaml`` + :data:`TINY_OVERRIDES` + ``overrides`` as a ``TrainConfig``."""
-    from sefar_encoder.config import load_config
-    from sefar_encoder.training import TrainConfig
+    """``configs/encoder/synthgym_tiny.yaml`` + :data:`TINY_OVERRIDES` + ``overrides`` as an
+    ``EncoderTrainConfig``."""
+    from sefar_encoder.runtime.config import load_config
+    from sefar_encoder.training_config import EncoderTrainConfig
 
     return load_config(
-        TrainConfig,
+        EncoderTrainConfig,
         TINY_ENCODER_YAML,
         [
             f"data.root={data.root}",
@@ -125,17 +113,15 @@ RESUME_THREADS = 2
 
 def resume_reference(data: TinyData, base: Path) -> Path:
     """The uninterrupted reference run of :data:`RESUME_COMMON` (run once per session, in ``base``)."""
-    if "resume_reference" not in _CACHE:
+    if "run" not in _REFERENCE:
         import torch
-
-        from sefar_encoder.training import run
 
         before = torch.get_num_threads()
         torch.set_num_threads(RESUME_THREADS)
         try:
             run_dir = base / "reference"
-            run(tiny_train_config(data, run_dir, *RESUME_COMMON))
+            load_script("train_encoder").run(tiny_train_config(data, run_dir, *RESUME_COMMON))
         finally:
             torch.set_num_threads(before)
-        _CACHE["resume_reference"] = run_dir
-    return _CACHE["resume_reference"]
+        _REFERENCE["run"] = run_dir
+    return _REFERENCE["run"]

@@ -1,7 +1,7 @@
-"""Bad input everywhere data enters the encoder path (SPEC §2.1, docs/reliability.md), on the corpus of
-``bad_input_fixtures``: odd-but-valid clips are accepted and converted, bad files and list lines are
-rejected naming the file (and line); decoding, data set, loader, predict.py, eval_encoder.py,
-ingest_finegym.py and train_encoder.py under both ``on_bad_sample`` policies."""
+"""Bad input everywhere data enters the encoder path (docs/DESIGN.md §Dataset and loader,
+docs/reliability.md), on the corpus of ``bad_input_fixtures``: odd-but-valid clips are accepted and
+converted, bad files and list lines are rejected naming the file (and line); decoding, data set, loader,
+predict.py, eval_encoder.py, ingest_finegym.py and train_encoder.py under both ``on_bad_sample`` policies."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import synthgym_fixtures
 import torch
 from bad_input_fixtures import (
     BAD_KINDS,
@@ -28,24 +27,20 @@ from bad_input_fixtures import (
     write_corpus_dataset,
     write_list,
 )
-from synthgym_fixtures import load_script, tiny_cli_args
+from conftest import REPO, SCRIPTS, load_script
+from synthgym_fixtures import tiny_cli_args
 from video_fixtures import read_frame_index
 
 from gym_qa.lists import ListEntry, ListFileError, read_list
-from sefar_encoder.checkpoint import latest_checkpoint
-from sefar_encoder.dataset import (
-    BadClipsError,
-    DataConfig,
-    SemiSupervisedLoader,
-    VideoClipDataset,
-    build_datasets,
-    eval_loader,
-)
+from sefar_encoder.clip_checks import BadClipsError
+from sefar_encoder.dataset import VideoClipDataset
 from sefar_encoder.decoding import BACKENDS, DecodeError, DecoderFallbackWarning, open_video, probe
+from sefar_encoder.loader import DataConfig, SemiSupervisedLoader, build_datasets, eval_loader
 from sefar_encoder.model.presets import build_encoder
+from sefar_encoder.runtime.checkpoint import latest_checkpoint
 from sefar_encoder.transforms import AugmentConfig
 
-synthgym_tiny = synthgym_fixtures.synthgym_tiny  # the shared session fixture, used here
+pytest_plugins = ["synthgym_fixtures"]  # synthgym_tiny
 
 
 @pytest.fixture(scope="module")
@@ -338,8 +333,8 @@ def test_two_processes_skipping_clips_do_not_hang(synthgym_tiny, corpus, tmp_pat
     launch = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
     launch += ["--mixed_precision", "no", "--dynamo_backend", "no"]
     proc = subprocess.Popen(
-        [*launch, str(synthgym_fixtures.SCRIPTS / "train_encoder.py"), *args],
-        cwd=synthgym_fixtures.REPO,
+        [*launch, str(SCRIPTS / "train_encoder.py"), *args],
+        cwd=REPO,
         env={**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -5,16 +5,11 @@ JSON and Markdown reports say what was measured, on what machine, under what loa
 
 from __future__ import annotations
 
-import ast
 import json
-import os
-import subprocess
-import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
-from mllm_run_fixtures import load_script
+from conftest import load_script
 
 bench = load_script("bench")
 
@@ -171,48 +166,3 @@ def test_the_suite_covers_the_issue_figures():
     assert keys["cache_speedup"].goal == (">=", 10.0) and keys["mc_prefix_speedup"].goal == (">=", 2.5)
     for b in keys.values():
         assert (bench.ROOT / "scripts" / b.script).is_file(), b.script
-
-
-REPO_PACKAGES = {"gym_qa", "mllm", "sefar_encoder"}
-SUITE_SCRIPTS = sorted(b.script for b in bench.suite(Path("data/x")))
-
-
-@pytest.mark.parametrize("script", SUITE_SCRIPTS)
-def test_benchmarks_put_the_checkout_on_sys_path_before_repo_imports(script: str):
-    """`python scripts/X.py` from a clone that is not pip-installed only finds the repo packages if the
-    script inserts the checkout into ``sys.path`` before its first repo import (a static check; the slow
-    test below runs the scripts that way)."""
-    path = bench.ROOT / "scripts" / script
-    inserted = False
-    for node in ast.parse(path.read_text(), str(path)).body:
-        if isinstance(node, ast.Expr) and ast.unparse(node).startswith("sys.path.insert(0, "):
-            inserted = True
-        if isinstance(node, ast.Import):
-            modules = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            modules = [node.module]
-        else:
-            continue
-        if any(name.split(".")[0] in REPO_PACKAGES for name in modules):
-            assert inserted, f"{path}:{node.lineno}: repo import before sys.path.insert(0, <checkout>)"
-            return
-    pytest.fail(f"{path}: imports none of {sorted(REPO_PACKAGES)}; update this test")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("script", SUITE_SCRIPTS)
-def test_benchmarks_run_from_an_uninstalled_checkout(tmp_path: Path, script: str):
-    """`--help` from another working directory with the dependencies but not the editable install: ``-S``
-    skips site-packages' ``.pth`` files (where the editable install lives), PYTHONPATH adds the rest."""
-    env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"], "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-S", str(bench.ROOT / "scripts" / script), "--help"],
-        check=False,
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.startswith("usage:"), result.stdout[:500]

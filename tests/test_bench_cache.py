@@ -7,8 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from mllm_run_fixtures import load_script, mllm_data  # noqa: F401
-from tiny_llm_fixtures import tiny_llm_dir  # noqa: F401
+from conftest import load_script
+
+from mllm import stage_data
+
+pytest_plugins = ["mllm_run_fixtures", "tiny_llm_fixtures"]  # mllm_data, tiny_llm_dir
 
 
 def _losses(run_dir):
@@ -16,18 +19,18 @@ def _losses(run_dir):
     return [json.loads(line)["loss"] for line in lines if line.strip()]
 
 
-def test_bench_cache_on_tiny_data(tmp_path, mllm_data, tiny_llm_dir, monkeypatch, capsys):  # noqa: F811
+def test_bench_cache_on_tiny_data(tmp_path, mllm_data, tiny_llm_dir, monkeypatch, capsys):
     bench = load_script("bench_cache")
     train = load_script("train_mllm")
-    assert bench.load_train_mllm() is train  # the bench drives train_mllm's own code path
+    assert bench.train_mllm is train  # the bench drives train_mllm's own code path
     calls = []
-    real_encode = train.encode_entries
+    real_encode = stage_data.encode_entries
 
     def counting_encode(encoder, entries, *args, **kwargs):
         calls.append(len(entries))
         return real_encode(encoder, entries, *args, **kwargs)
 
-    monkeypatch.setattr(train, "encode_entries", counting_encode)
+    monkeypatch.setattr(stage_data, "encode_entries", counting_encode)  # features.on_the_fly encodes here
     out = tmp_path / "bench.json"
     result = bench.main(
         [

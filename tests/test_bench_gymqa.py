@@ -9,12 +9,13 @@ import statistics
 from pathlib import Path
 
 import pytest
-from mllm_run_fixtures import ENCODER_CFG, load_script, mllm_data, write_config  # noqa: F401
+from conftest import load_script
+from mllm_run_fixtures import ENCODER_CFG, write_config
 from safetensors.torch import save_file
-from tiny_llm_fixtures import tiny_llm_dir  # noqa: F401
 
 from sefar_encoder.model.image_vit import build_image_vit
 
+pytest_plugins = ["mllm_run_fixtures", "tiny_llm_fixtures"]
 bench = load_script("bench_gymqa")
 
 
@@ -29,7 +30,7 @@ def write_backbone(directory: Path) -> Path:
 
 
 @pytest.fixture
-def bench_args(mllm_data, tiny_llm_dir, tmp_path):  # noqa: F811
+def bench_args(mllm_data, tiny_llm_dir, tmp_path):
     config = write_config(
         tmp_path / "stages.yaml",
         mllm_data,

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from mllm_run_fixtures import load_script
+from conftest import load_script
 
 bench = load_script("bench_ssl")
 

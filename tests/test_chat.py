@@ -7,26 +7,27 @@ import json
 
 import pytest
 import torch
-from mllm_run_fixtures import load_script, mllm_data, trained_mllm  # noqa: F401
-from tiny_llm_fixtures import tiny_llm_dir  # noqa: F401
+from conftest import load_script
 
+from gym_qa.clips import clip_id_of
 from gym_qa.questions import load_questions
 from mllm.chat import EncoderMismatchError, VideoChat
 from mllm.feature_cache import FeatureCache, build_feature_cache
 from mllm.generation import GenerationOptions
 from mllm.prompting import Turn
 
+pytest_plugins = ["mllm_run_fixtures"]
 chat_cli = load_script("chat")
 
 
 @pytest.fixture(scope="module")
-def chat(mllm_data, trained_mllm) -> VideoChat:  # noqa: F811
+def chat(mllm_data, trained_mllm) -> VideoChat:
     return VideoChat.from_pretrained(
         trained_mllm, mllm_data["encoder"], generation=GenerationOptions(max_new_tokens=6)
     )
 
 
-def test_ask_streams_the_greedy_answer(chat, mllm_data):  # noqa: F811
+def test_ask_streams_the_greedy_answer(chat, mllm_data):
     video = mllm_data["video"]
     pieces = list(chat.ask(video, "What gymnastics move is this athlete performing?"))
     assert pieces and all(isinstance(p, str) for p in pieces)
@@ -39,13 +40,13 @@ def test_ask_streams_the_greedy_answer(chat, mllm_data):  # noqa: F811
     assert isinstance(follow_up, str)
 
 
-def test_answer_mc_from_file_equals_from_cache(chat, mllm_data):  # noqa: F811
+def test_answer_mc_from_file_equals_from_cache(chat, mllm_data):
     question = load_questions(mllm_data["questions"])[0]
     from_file = chat.answer_mc(mllm_data["video"], question)
     build_feature_cache(chat.encoder, mllm_data["test_list"], mllm_data["features"], progress=False)
     cache = FeatureCache.for_encoder(mllm_data["features"], chat.encoder)
     from_cache = chat.answer_mc(cache.get([question.video]), question)
-    assert question.video == mllm_data["video"].stem
+    assert question.video == clip_id_of(mllm_data["video"])
     torch.testing.assert_close(torch.tensor(from_file.option_scores), torch.tensor(from_cache.option_scores))
     assert from_file.letter == "ABCD"[min(range(4), key=from_file.option_scores.__getitem__)]
     assert from_file.continuations[question.answer_index] == f"{question.answer}. {question.answer_text}"
@@ -56,7 +57,7 @@ def test_answer_mc_from_file_equals_from_cache(chat, mllm_data):  # noqa: F811
     assert prediction.option_scores == tuple(from_file.option_scores)
 
 
-def test_wrong_encoder_is_refused(mllm_data, trained_mllm):  # noqa: F811
+def test_wrong_encoder_is_refused(mllm_data, trained_mllm):
     with pytest.raises(EncoderMismatchError, match="fingerprint"):
         VideoChat.from_pretrained(trained_mllm, mllm_data["other_encoder"])
     chat = VideoChat.from_pretrained(trained_mllm)  # no encoder: tokens only
@@ -64,7 +65,7 @@ def test_wrong_encoder_is_refused(mllm_data, trained_mllm):  # noqa: F811
         chat.ask(mllm_data["video"], "What move?")
 
 
-def test_cli_streams_to_stdout(mllm_data, trained_mllm, capsys):  # noqa: F811
+def test_cli_streams_to_stdout(mllm_data, trained_mllm, capsys):
     args = [
         "--encoder",
         str(mllm_data["encoder"]),

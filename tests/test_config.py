@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import load_script
 
-from sefar_encoder.config import (
+from sefar_encoder.runtime.config import (
     ConfigError,
     check_resume_config,
     config_epilog,
@@ -128,6 +129,21 @@ def test_help_shows_the_values_of_the_given_config(tmp_path: Path):
     bad.write_text("optim:\n  lrr: 1\n")
     text = config_epilog(RunConfig, ["--config", str(bad)])
     assert "not shown" in text and "optim.lrr" in text and "optim.lr (float, default 0.005)" in text
+
+
+def test_train_mllm_help_shows_the_given_config(tmp_path: Path, capsys):
+    train = load_script("train_mllm")
+    config = tmp_path / "c.yaml"
+    config.write_text("instruct:\n  lr: 1e-3\n  max_steps: 7\n")  # 1e-3: a YAML 1.1 string, read as a float
+    with pytest.raises(SystemExit):
+        train.main(["--config", str(config), "--help"])
+    out = capsys.readouterr().out
+    assert f"instruct.lr (float, default 0.0002; {config}: 0.001)" in out
+    assert f"instruct.max_steps (int, default 0; {config}: 7)" in out
+    assert "align.lr (float, default 0.001):" in out  # keys the file leaves alone: the class default
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    assert "instruct.lr (float, default 0.0002):" in capsys.readouterr().out
 
 
 def test_resume_config_must_match_the_saved_one(tmp_path: Path):

@@ -11,13 +11,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FINEGYM_DIR
-from synthgym_fixtures import REPO, load_script
+from conftest import FINEGYM_DIR, REPO, load_script
 
+from gym_qa.clips import clip_id_of
 from gym_qa.hierarchy import Hierarchy
 from gym_qa.lists import read_list
-from sefar_encoder import training
-from sefar_encoder.config import load_config
+from mllm.training_config import MLLMTrainConfig
+from sefar_encoder.frame_pretraining import PretrainConfig
+from sefar_encoder.methods import method_views, resolve_method
+from sefar_encoder.runtime.config import load_config
+from sefar_encoder.training_config import EncoderTrainConfig, build_model, check_lists
 
 CONFIGS = REPO / "configs"
 ALL_YAML = sorted(CONFIGS.rglob("*.yaml"))
@@ -33,13 +36,11 @@ def schema_of(path: Path) -> type | None:
     """The dataclass a YAML under configs/ must parse as (None: not a toolkit config or not ours to load)."""
     group = path.relative_to(CONFIGS).parts[0]
     if group == "encoder":
-        return training.TrainConfig
+        return EncoderTrainConfig
     if group == "pretrain":
-        return load_script("pretrain_image_backbone").PretrainConfig
+        return PretrainConfig
     if group == "mllm":
-        if not (REPO / "scripts" / "train_mllm.py").is_file():
-            pytest.skip("scripts/train_mllm.py does not exist yet")
-        return load_script("train_mllm").TrainConfig
+        return MLLMTrainConfig
     if group == "accelerate":
         return None  # accelerate's own format
     raise AssertionError(f"{path}: no schema known for configs/{group}/ (add it to this test)")
@@ -73,7 +74,7 @@ def test_every_yaml_parses_with_its_schema(path: Path):
 
 # ----------------------------------------------------------------------------------------- FineGym
 def finegym_config(name: str, *overrides: str):
-    return load_config(training.TrainConfig, CONFIGS / "encoder" / name, list(overrides))
+    return load_config(EncoderTrainConfig, CONFIGS / "encoder" / name, list(overrides))
 
 
 @pytest.mark.parametrize("name", sorted(FINEGYM_CONFIGS))
@@ -108,8 +109,8 @@ def test_finegym_config_builds_its_model(name: str):
     hierarchy = Hierarchy.from_finegym(
         FINEGYM_DIR / f"{gym}_categories.txt", FINEGYM_DIR / "set_categories.txt"
     )
-    views = training.method_views(training.resolve_method(cfg.method), cfg.num_frames)
-    model, report = training.build_model(cfg, hierarchy, views)
+    views = method_views(resolve_method(cfg.method), cfg.num_frames)
+    model, report = build_model(cfg, hierarchy, views)
     assert report is None and views == (2, 2, 4)
     assert model.config.num_classes == num_classes and model.config.img_size == 224
     params = sum(p.numel() for p in model.parameters())
@@ -190,8 +191,8 @@ def test_finegym_header_commands_make_the_data_folder(name: str, tmp_path, monke
 
     # the folder is what the config reads: lists present, labels in range, val/test/pool disjoint
     cfg = finegym_config(name)
-    training.check_lists(cfg, ("train", "unlabel", "val", "test"))
-    hierarchy = training.build_hierarchy(cfg)
+    check_lists(cfg, ("train", "unlabel", "val", "test"))
+    hierarchy = Hierarchy.from_dir(cfg.data.root)
     assert hierarchy.num_classes == num_classes
     root = Path(cfg.data.root)
     lists = {
@@ -206,7 +207,7 @@ def test_finegym_header_commands_make_the_data_folder(name: str, tmp_path, monke
     for a, b in itertools.combinations(paths, 2):
         assert not (paths[a] & paths[b]), (a, b)
     assert all(p.is_file() for v in paths.values() for p in v)  # relative paths resolve to the clips
-    test_ids = {p.stem for p in paths["test"]}
+    test_ids = {clip_id_of(p) for p in paths["test"]}
     val_elements = (FINEGYM_DIR / f"{gym}_val_element.txt").read_text().splitlines()
     val_element_ids = {line.split()[0] for line in val_elements if line.strip()}
     assert test_ids <= val_element_ids  # test = FineGym's val list; val is held out of FineGym's train

@@ -1,44 +1,40 @@
 """VideoClipDataset, collate and the lock-step loader: shapes per mode, one decode per sample, bad-sample
 policies, validate(), resumable data order, config nesting, and the loader benchmark's smoke run."""
 
-import importlib.util
 import json
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from video_fixtures import bad_clips, dataset_dir, make_dataset_dir, write_clip  # noqa: F401  (fixtures)
+from conftest import load_script
+from video_fixtures import make_dataset_dir, write_clip
 
 from gym_qa.lists import ListEntry, ListFileError
-from sefar_encoder.config import load_config
-from sefar_encoder.dataset import (
-    BadClipsError,
+from sefar_encoder.batch_sampler import InfiniteBatchSampler, epoch_permutation
+from sefar_encoder.clip_checks import BadClipsError
+from sefar_encoder.collate import collate_clips, finish_batch
+from sefar_encoder.dataset import SkippedSample, VideoClipDataset
+from sefar_encoder.decoding import DECODE_COUNTER, DecodeError
+from sefar_encoder.loader import (
     DataConfig,
-    InfiniteBatchSampler,
     SemiSupervisedLoader,
-    SkippedSample,
-    VideoClipDataset,
     build_datasets,
     build_semi_loader,
-    collate_clips,
-    epoch_permutation,
-    finish_batch,
     split_paths,
 )
-from sefar_encoder.decoding import DECODE_COUNTER, DecodeError
+from sefar_encoder.runtime.config import load_config
 from sefar_encoder.transforms import AugmentConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+pytest_plugins = ["video_fixtures"]  # dataset_dir, bad_clips
 
 
-def make(dataset_dir, split="train", mode="labeled", **kw) -> VideoClipDataset:  # noqa: F811
+def make(dataset_dir, split="train", mode="labeled", **kw) -> VideoClipDataset:
     paths = split_paths(dataset_dir, 10)
     return VideoClipDataset(getattr(paths, split), 3, mode, views=(2, 2, 4), image_size=32, **kw)
 
 
-def test_shapes_and_dtypes_per_mode(dataset_dir):  # noqa: F811
+def test_shapes_and_dtypes_per_mode(dataset_dir):
     lab = make(dataset_dir)[0]
     assert lab["video"].shape == (3, 8, 32, 32) and lab["video"].dtype == torch.float32
     assert isinstance(lab["label"], int) and lab["index"] == 0 and lab["frame_indices"].shape == (8,)
@@ -52,7 +48,7 @@ def test_shapes_and_dtypes_per_mode(dataset_dir):  # noqa: F811
     assert raw["video"].dtype == torch.uint8
 
 
-def test_collate_stacks_batches(dataset_dir):  # noqa: F811
+def test_collate_stacks_batches(dataset_dir):
     ds = make(dataset_dir, "unlabel", "unlabeled")
     keys = [(i, (0, 0, 0, i)) for i in range(3)]
     one_by_one = collate_clips([ds[k] for k in keys])
@@ -63,7 +59,7 @@ def test_collate_stacks_batches(dataset_dir):  # noqa: F811
         assert torch.equal(one_by_one[key], batched[key]), key  # same seeds -> same samples
 
 
-def test_one_decode_per_sample(dataset_dir):  # noqa: F811
+def test_one_decode_per_sample(dataset_dir):
     unl = make(dataset_dir, "unlabel", "unlabeled")
     DECODE_COUNTER.reset()
     item = unl[(2, (1, 2, 3))]
@@ -75,7 +71,7 @@ def test_one_decode_per_sample(dataset_dir):  # noqa: F811
     assert DECODE_COUNTER.count == 6  # all temporal offsets from one decode
 
 
-def test_same_seed_same_sample_and_uint8_path_matches(dataset_dir):  # noqa: F811
+def test_same_seed_same_sample_and_uint8_path_matches(dataset_dir):
     ds = make(dataset_dir, "unlabel", "unlabeled")
     a, b = ds[(4, (9, 9))], ds[(4, (9, 9))]
     assert torch.equal(a["strong"], b["strong"]) and torch.equal(a["frame_indices"], b["frame_indices"])
@@ -85,7 +81,7 @@ def test_same_seed_same_sample_and_uint8_path_matches(dataset_dir):  # noqa: F81
     assert torch.allclose(batch["strong"][0], a["strong"], atol=1e-6)
 
 
-def test_frame_cache_gives_the_same_samples_without_decoding(dataset_dir, tmp_path):  # noqa: F811
+def test_frame_cache_gives_the_same_samples_without_decoding(dataset_dir, tmp_path):
     plain = make(dataset_dir)
     cached = make(dataset_dir, cache_dir=tmp_path)  # 64 px clips, cache short side 46: resized
     cached_full = make(dataset_dir, cache_dir=tmp_path / "full", cache_short_side=64)
@@ -97,7 +93,7 @@ def test_frame_cache_gives_the_same_samples_without_decoding(dataset_dir, tmp_pa
     assert torch.equal(cached_full[key]["video"], plain[key]["video"])  # no resize: identical samples
 
 
-def test_dataset_pickles_without_open_readers(dataset_dir):  # noqa: F811
+def test_dataset_pickles_without_open_readers(dataset_dir):
     ds = make(dataset_dir, "unlabel", "unlabeled")
     ds[0]
     clone = pickle.loads(pickle.dumps(ds))
@@ -105,19 +101,19 @@ def test_dataset_pickles_without_open_readers(dataset_dir):  # noqa: F811
     assert torch.equal(clone[(0, (1,))]["weak"], ds[(0, (1,))]["weak"])
 
 
-def bad_entries(dataset_dir, bad_clips) -> list[ListEntry]:  # noqa: F811
+def bad_entries(dataset_dir, bad_clips) -> list[ListEntry]:
     good = [e for e in make(dataset_dir, "unlabel").entries[:3]]
     bad = [ListEntry(p, 0, 100 + i, p.name) for i, p in enumerate(bad_clips.values())]
     return [good[0], bad[0], good[1], *bad[1:], good[2]]
 
 
-def test_error_policy_raises_naming_the_file(dataset_dir, bad_clips):  # noqa: F811
+def test_error_policy_raises_naming_the_file(dataset_dir, bad_clips):
     ds = VideoClipDataset(bad_entries(dataset_dir, bad_clips), 3, "labeled", image_size=32)
     with pytest.raises(DecodeError, match="zero_byte.mp4"):
         ds[1]
 
 
-def test_validate_lists_every_bad_file(dataset_dir, bad_clips):  # noqa: F811
+def test_validate_lists_every_bad_file(dataset_dir, bad_clips):
     ds = VideoClipDataset(bad_entries(dataset_dir, bad_clips), 3, "labeled", image_size=32)
     with pytest.raises(BadClipsError) as info:
         ds.validate(progress=False)
@@ -127,7 +123,7 @@ def test_validate_lists_every_bad_file(dataset_dir, bad_clips):  # noqa: F811
     assert "list line 100" in str(info.value)
 
 
-def test_skip_policy_skips_and_counts(dataset_dir, bad_clips):  # noqa: F811
+def test_skip_policy_skips_and_counts(dataset_dir, bad_clips):
     entries = bad_entries(dataset_dir, bad_clips)
     ds = VideoClipDataset(entries, 3, "unlabeled", image_size=32, on_bad_sample="skip")
     items = [ds[i] for i in range(len(ds))]
@@ -144,7 +140,7 @@ def test_skip_policy_skips_and_counts(dataset_dir, bad_clips):  # noqa: F811
     assert isinstance(fresh[1], SkippedSample) and DECODE_COUNTER.count == 0
 
 
-def test_loader_counts_skipped_clips(dataset_dir, bad_clips):  # noqa: F811
+def test_loader_counts_skipped_clips(dataset_dir, bad_clips):
     entries = bad_entries(dataset_dir, bad_clips)
     lab = VideoClipDataset(entries[:2], 3, "labeled", image_size=32, on_bad_sample="skip")
     unl = VideoClipDataset(entries, 3, "unlabeled", image_size=32, on_bad_sample="skip")
@@ -175,7 +171,7 @@ def test_epoch_permutation_and_infinite_sampler():
     assert resumed == keys[12:15]
 
 
-def test_loader_lock_step_and_resume(dataset_dir):  # noqa: F811
+def test_loader_lock_step_and_resume(dataset_dir):
     cfg = DataConfig(root=str(dataset_dir), image_size=32, batch_size=2, num_workers=0, validate=False)
     datasets = build_datasets(cfg, 3, splits=("train", "unlabel"))
     loader = build_semi_loader(cfg, datasets)
@@ -189,7 +185,7 @@ def test_loader_lock_step_and_resume(dataset_dir):  # noqa: F811
     assert loader.steps_per_epoch == len(datasets["unlabel"]) // 6
 
 
-def test_shards_partition_global_batches_and_labeled_steps_match(dataset_dir):  # noqa: F811
+def test_shards_partition_global_batches_and_labeled_steps_match(dataset_dir):
     cfg = DataConfig(root=str(dataset_dir), image_size=32, batch_size=2, num_workers=0, validate=False)
     datasets = build_datasets(cfg, 3, splits=("train", "unlabel"))
     whole = list(build_semi_loader(cfg, datasets).steps(0, 2))
@@ -204,7 +200,7 @@ def test_shards_partition_global_batches_and_labeled_steps_match(dataset_dir):  
         assert torch.equal(labeled_only[step]["video"], whole[step][0]["video"])
 
 
-def test_workers_give_the_same_batches(dataset_dir):  # noqa: F811
+def test_workers_give_the_same_batches(dataset_dir):
     cfg = DataConfig(root=str(dataset_dir), image_size=32, batch_size=1, num_workers=0, validate=False)
     datasets = build_datasets(cfg, 3, splits=("train", "unlabel"))
     serial = list(build_semi_loader(cfg, datasets).steps(0, 2))
@@ -215,7 +211,7 @@ def test_workers_give_the_same_batches(dataset_dir):  # noqa: F811
         assert torch.equal(la["video"], lb["video"]) and torch.equal(ua["weak"], ub["weak"])
 
 
-def test_build_datasets_checks_lists(dataset_dir, tmp_path):  # noqa: F811
+def test_build_datasets_checks_lists(dataset_dir, tmp_path):
     cfg = DataConfig(root=str(dataset_dir), image_size=32, num_workers=0)
     datasets = build_datasets(cfg, 3)
     assert {k: d.mode for k, d in datasets.items()} == {
@@ -253,10 +249,8 @@ def test_any_resolution_and_one_frame_clips(tmp_path):
         assert ds[i]["strong"].shape == (3, 8, 32, 32)
 
 
-def test_bench_loader_smoke(dataset_dir, tmp_path):  # noqa: F811
-    spec = importlib.util.spec_from_file_location("bench_loader", ROOT / "scripts" / "bench_loader.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_bench_loader_smoke(dataset_dir, tmp_path):
+    bench = load_script("bench_loader")
     out = tmp_path / "bench.json"
     args = ["--data", str(dataset_dir), "--workers", "0", "--batches", "1", "--warmup", "1", "--repeats", "1"]
     result = bench.main([*args, "--batch-size", "1", "--image-size", "32", "--json-out", str(out)])

@@ -6,10 +6,20 @@ import sys
 
 import numpy as np
 import pytest
-from video_fixtures import bad_clips, clip_factory, read_frame_index  # noqa: F401  (pytest fixtures)
+from video_fixtures import read_frame_index
 
-from sefar_encoder.decoding import BACKENDS, DECODE_COUNTER, DecodeError, open_video, probe, read_frames
+from sefar_encoder.decoding import (
+    BACKENDS,
+    DECODE_COUNTER,
+    DecodeError,
+    open_video,
+    probe,
+    probe_header,
+    read_frames,
+)
 from sefar_encoder.frame_cache import FrameCache
+
+pytest_plugins = ["video_fixtures"]  # clip_factory, bad_clips
 
 CLIPS = {  # name -> write_clip keyword arguments
     "h264_yuv420p": {"num_frames": 48},
@@ -26,7 +36,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("name", CLIPS)
-def test_decord_matches_pyav_at_random_indices(clip_factory, name):  # noqa: F811
+def test_decord_matches_pyav_at_random_indices(clip_factory, name):
     kwargs = CLIPS[name]
     path = clip_factory(**kwargs)
     n = kwargs["num_frames"]
@@ -49,10 +59,21 @@ def test_decord_matches_pyav_at_random_indices(clip_factory, name):  # noqa: F81
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_grayscale_comes_out_as_rgb(clip_factory, backend):  # noqa: F811
+def test_grayscale_comes_out_as_rgb(clip_factory, backend):
     frames, _ = read_frames(clip_factory(**CLIPS["ffv1_gray"]), [0, 5], backend)
     assert frames.shape[-1] == 3
     assert np.array_equal(frames[..., 0], frames[..., 1]) and np.array_equal(frames[..., 1], frames[..., 2])
+
+
+def test_probe_header_reads_size_and_duration_without_decoding(clip_factory, bad_clips):
+    path = clip_factory(num_frames=30, height=48, width=64, fps=10)
+    DECODE_COUNTER.reset()
+    header = probe_header(path)
+    assert (header.width, header.height) == (64, 48) and header.duration_s == pytest.approx(3.0, abs=0.15)
+    assert DECODE_COUNTER.count == 0
+    for kind in ("zero_byte", "text", "missing"):
+        with pytest.raises(DecodeError, match=str(bad_clips[kind].name)):
+            probe_header(bad_clips[kind])
 
 
 BAD_KINDS = ["zero_byte", "text", "truncated", "truncated_data", "missing"]
@@ -60,7 +81,7 @@ BAD_KINDS = ["zero_byte", "text", "truncated", "truncated_data", "missing"]
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kind", BAD_KINDS)
-def test_bad_files_raise_decode_error_naming_the_file(bad_clips, kind, backend):  # noqa: F811
+def test_bad_files_raise_decode_error_naming_the_file(bad_clips, kind, backend):
     path = bad_clips[kind]
     with pytest.raises(DecodeError) as info:
         probe(path, backend)  # header + last frame: catches truncation that a header read misses
@@ -71,7 +92,7 @@ def test_bad_files_raise_decode_error_naming_the_file(bad_clips, kind, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_truncated_data_fails_when_frames_are_read(bad_clips, backend):  # noqa: F811
+def test_truncated_data_fails_when_frames_are_read(bad_clips, backend):
     # The index at the front is intact: PyAV opens it and fails on the frames; decord, which scans
     # every packet when opening, already fails there. Either way: DecodeError naming the file.
     with (
@@ -82,7 +103,7 @@ def test_truncated_data_fails_when_frames_are_read(bad_clips, backend):  # noqa:
 
 
 @pytest.mark.parametrize("kind", ["text", "truncated"])
-def test_decord_prints_no_copy_of_the_error_on_stderr(bad_clips, kind, capfd):  # noqa: F811
+def test_decord_prints_no_copy_of_the_error_on_stderr(bad_clips, kind, capfd):
     # decord's C++ logger writes "... video_reader.cc:83: ERROR opening: ..." straight to fd 2; the
     # DecodeError already says it, once, in the toolkit's words
     path = bad_clips[kind]
@@ -94,7 +115,7 @@ def test_decord_prints_no_copy_of_the_error_on_stderr(bad_clips, kind, capfd):  
     assert err == "stderr still works\nand so does fd 2\n"
 
 
-def test_unknown_backend_and_out_of_range_indices(clip_factory):  # noqa: F811
+def test_unknown_backend_and_out_of_range_indices(clip_factory):
     path = clip_factory(num_frames=10)
     with pytest.raises(ValueError, match="unknown decoding backend"):
         open_video(path, backend="opencv")
@@ -103,7 +124,7 @@ def test_unknown_backend_and_out_of_range_indices(clip_factory):  # noqa: F811
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_one_decode_call_per_read(clip_factory, backend):  # noqa: F811
+def test_one_decode_call_per_read(clip_factory, backend):
     path = clip_factory(num_frames=16)
     DECODE_COUNTER.reset()
     read_frames(path, [0, 3, 3, 15], backend)
@@ -113,7 +134,7 @@ def test_one_decode_call_per_read(clip_factory, backend):  # noqa: F811
     assert DECODE_COUNTER.count == 1
 
 
-def test_frame_cache_decodes_once_and_resizes(clip_factory, tmp_path):  # noqa: F811
+def test_frame_cache_decodes_once_and_resizes(clip_factory, tmp_path):
     path = clip_factory(num_frames=24, height=64, width=96)
     cache = FrameCache(tmp_path / "cache", short_side=32)
     DECODE_COUNTER.reset()
@@ -130,14 +151,14 @@ def test_frame_cache_decodes_once_and_resizes(clip_factory, tmp_path):  # noqa: 
     assert len(entries) == 1 and entries[0].suffix == ".npy"  # no temporary files left behind
 
 
-def test_frame_cache_never_enlarges_and_matches_decoder(clip_factory, tmp_path):  # noqa: F811
+def test_frame_cache_never_enlarges_and_matches_decoder(clip_factory, tmp_path):
     path = clip_factory(num_frames=12)
     with FrameCache(tmp_path, short_side=91).open(path) as clip:
         cached = clip.get(np.arange(12))
     assert np.array_equal(cached, read_frames(path, np.arange(12))[0])
 
 
-def test_frame_cache_key_follows_file_changes(clip_factory, tmp_path):  # noqa: F811
+def test_frame_cache_key_follows_file_changes(clip_factory, tmp_path):
     path = clip_factory(num_frames=12, fps=30)
     cache = FrameCache(tmp_path, short_side=64)
     before = cache.entry_path(path)
@@ -150,7 +171,7 @@ def test_frame_cache_key_follows_file_changes(clip_factory, tmp_path):  # noqa: 
         os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
-def test_frame_cache_reports_bad_files(bad_clips, tmp_path):  # noqa: F811
+def test_frame_cache_reports_bad_files(bad_clips, tmp_path):
     for kind in ("zero_byte", "missing"):
         with pytest.raises(DecodeError, match=kind):
             FrameCache(tmp_path, short_side=32).open(bad_clips[kind])

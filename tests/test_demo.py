@@ -2,7 +2,7 @@
 encoder classifies correctly comes back with its element first in the top-5 (with set and event), the MLLM
 (a micro LLM trained by the MLLM fixtures, through the real ``VideoChat``) streams a non-empty answer, and
 the quiz shows the model's answer and the truth. Handler-level tests need no server. What visitors cannot
-do (files, bad uploads, limits, load) is in test_demo_hardening.py."""
+do (files, bad uploads, limits, load) is in test_demo_visitor_limits.py."""
 
 from __future__ import annotations
 
@@ -11,29 +11,34 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from demo_fixtures import fitted_encoder, reference_input, running_demo, synthgym_clips  # noqa: F401
+from demo_fixtures import reference_input, running_demo
 from gradio_client import Client, handle_file
-from mllm_run_fixtures import mllm_data, trained_mllm  # noqa: F401
-from tiny_llm_fixtures import tiny_llm_dir  # noqa: F401
 
+from gym_qa.clips import clip_id_of
 from gym_qa.question_generator import Clip, GeneratorConfig, QuestionGenerator
-from mllm.chat import VideoChat
-from mllm.demo_app import NO_MLLM, DemoHandlers, DemoLimits, display_names
+from gym_qa.questions import load_questions
+from mllm.chat import EncoderMismatchError, VideoChat
+from mllm.demo_handlers import NO_MLLM, DemoHandlers, display_names
+from mllm.demo_models import load_chat
+from mllm.demo_uploads import DemoLimits
+from sefar_encoder.decoding import DECODE_COUNTER
 from sefar_encoder.model import SeFAREncoder
 from sefar_encoder.prediction import Predictor
+
+pytest_plugins = ["demo_fixtures", "mllm_run_fixtures", "tiny_llm_fixtures"]
 
 LIMITS = {"max_file_mb": 1.0, "max_duration_s": 10.0, "queue_size": 24, "concurrency": 2}
 QUESTION = "What gymnastics move is this athlete performing?"
 
 
 @pytest.fixture(scope="module")
-def chat(trained_mllm, mllm_data):  # noqa: F811
+def chat(trained_mllm, mllm_data):
     """The real VideoChat: the micro LLM after a short stage A + B, with the video encoder it was trained on."""
     return VideoChat.from_pretrained(trained_mllm, encoder_weights=mllm_data["encoder"])
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, fitted_encoder, synthgym_clips, chat):  # noqa: F811
+def server(tmp_path_factory, fitted_encoder, synthgym_clips, chat):
     with running_demo(
         tmp_path_factory.mktemp("demo_app"), fitted_encoder, synthgym_clips["list"], chat, **LIMITS
     ) as running:
@@ -46,7 +51,7 @@ def client(server) -> Client:
 
 
 @pytest.fixture(scope="module")
-def correct_clip(fitted_encoder, synthgym_clips) -> tuple[Path, int]:  # noqa: F811
+def correct_clip(fitted_encoder, synthgym_clips) -> tuple[Path, int]:
     """A clip the encoder classifies correctly, chosen by running the encoder directly (reference path)."""
     encoder = SeFAREncoder.from_pretrained(fitted_encoder).eval()
     for path, label in synthgym_clips["clips"]:
@@ -59,7 +64,7 @@ def correct_clip(fitted_encoder, synthgym_clips) -> tuple[Path, int]:  # noqa: F
 # ---- the server ---------------------------------------------------------------------------------------
 
 
-def test_uploaded_clip_top1_is_its_element(client, correct_clip, synthgym_clips):  # noqa: F811
+def test_uploaded_clip_top1_is_its_element(client, correct_clip, synthgym_clips):
     path, label = correct_clip
     hierarchy = synthgym_clips["hierarchy"]
     gallery, top5, table, status = client.predict(handle_file(path), api_name="/analyze")
@@ -93,7 +98,7 @@ def test_chat_streams_a_nonempty_answer(client, correct_clip):
     assert len(history2) == 4 and history2[-1]["content"]
 
 
-def test_quiz_shows_model_answer_and_truth(client, correct_clip, synthgym_clips):  # noqa: F811
+def test_quiz_shows_model_answer_and_truth(client, correct_clip, synthgym_clips):
     path, label = correct_clip
     text = client.predict(handle_file(path), api_name="/quiz")
     assert "**MLLM answer:**" in text and ("✓ correct" in text or "✗ wrong" in text)
@@ -105,7 +110,7 @@ def test_quiz_shows_model_answer_and_truth(client, correct_clip, synthgym_clips)
 # ---- handlers without a server ------------------------------------------------------------------------
 
 
-def test_without_mllm_the_chat_says_so(fitted_encoder, correct_clip):  # noqa: F811
+def test_without_mllm_the_chat_says_so(fitted_encoder, correct_clip):
     handlers = DemoHandlers(Predictor(fitted_encoder), None, [], DemoLimits())
     updates = list(handlers.chat_turn(QUESTION, [], str(correct_clip[0])))
     assert updates[-1][0][-1] == {"role": "assistant", "content": NO_MLLM}
@@ -113,7 +118,7 @@ def test_without_mllm_the_chat_says_so(fitted_encoder, correct_clip):  # noqa: F
     assert NO_MLLM in quiz and "unknown for an uploaded clip" in quiz  # not an example here: no truth
 
 
-def test_display_names_are_unique(fitted_encoder, synthgym_clips):  # noqa: F811
+def test_display_names_are_unique(fitted_encoder, synthgym_clips):
     names = display_names(Predictor(fitted_encoder))
     assert len(set(names)) == len(names)
     assert (
@@ -131,12 +136,41 @@ class _FakeChat:
         return iter(["B"])
 
 
-def test_quiz_takes_questions_from_a_file(fitted_encoder, synthgym_clips):  # noqa: F811
+def test_quiz_takes_questions_from_a_file(fitted_encoder, synthgym_clips):
     path, label = synthgym_clips["clips"][0]
     generator = QuestionGenerator(synthgym_clips["hierarchy"], GeneratorConfig(types=("set",), seed=3))
-    questions, _ = generator.generate([Clip(video=path.stem, label=label)])
+    questions, _ = generator.generate([Clip(video=clip_id_of(path), label=label)])
     handlers = DemoHandlers(Predictor(fitted_encoder), _FakeChat(), [], DemoLimits(), questions=questions)
     text = handlers.quiz(str(path))
     assert questions[0].stem in text and "(from the questions file)" in text
     assert f"**MLLM answer:** B. {questions[0].options[1]}" in text
     assert ("✓ correct" in text) == (questions[0].answer == "B")
+
+
+# ---- one load, one decode -----------------------------------------------------------------------------
+
+
+def test_the_mllm_shares_the_classifiers_loaded_encoder(trained_mllm, mllm_data):
+    predictor = Predictor(mllm_data["encoder"])
+    chat, video_encoder = load_chat(trained_mllm, predictor, mllm_data["encoder"])
+    assert video_encoder.model is predictor.model and chat.encoder is None  # loaded once
+    with pytest.raises(EncoderMismatchError):  # other weights named for the MLLM: its own, checked
+        load_chat(trained_mllm, predictor, mllm_data["encoder"], mllm_data["other_encoder"])
+
+
+def test_a_clip_is_decoded_once_for_classifier_chat_and_quiz(trained_mllm, mllm_data, chat):
+    predictor = Predictor(mllm_data["encoder"])
+    shared_chat, video_encoder = load_chat(trained_mllm, predictor, mllm_data["encoder"])
+    questions = load_questions(mllm_data["questions"])
+    handlers = DemoHandlers(
+        predictor, shared_chat, [], DemoLimits(), questions=questions, video_encoder=video_encoder
+    )
+    video = str(mllm_data["video"])
+    DECODE_COUNTER.reset()
+    handlers.analyze(video)
+    updates = list(handlers.chat_turn(QUESTION, [], video))
+    quiz = handlers.quiz(video)
+    assert DECODE_COUNTER.count == 1
+    assert updates[-1][0][-1]["content"].strip() and "**MLLM answer:**" in quiz
+    # the tokens of that one decode are the ones the MLLM gets from a file through its own data path
+    torch.testing.assert_close(handlers.clips.mllm_input(mllm_data["video"]), chat.video_features(video))

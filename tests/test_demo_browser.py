@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from demo_fixtures import fitted_encoder, running_demo, synthgym_clips  # noqa: F401
-from mllm_run_fixtures import mllm_data, trained_mllm  # noqa: F401
-from tiny_llm_fixtures import tiny_llm_dir  # noqa: F401
+from conftest import REPO
+from demo_fixtures import running_demo
 
 from mllm.chat import VideoChat
-from mllm.demo_app import display_names
+from mllm.demo_handlers import display_names
+
+pytest_plugins = ["demo_fixtures", "mllm_run_fixtures", "tiny_llm_fixtures"]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -29,7 +30,7 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+ARTIFACTS = REPO / "test-artifacts"
 TIMEOUT_MS = 30_000
 
 if not CHROMIUM.exists():
@@ -40,7 +41,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, fitted_encoder, synthgym_clips, trained_mllm, mllm_data):  # noqa: F811
+def server(tmp_path_factory, fitted_encoder, synthgym_clips, trained_mllm, mllm_data):
     chat = VideoChat.from_pretrained(trained_mllm, encoder_weights=mllm_data["encoder"])
     with running_demo(
         tmp_path_factory.mktemp("demo_browser"), fitted_encoder, synthgym_clips["list"], chat

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from synthgym_fixtures import load_script
+from conftest import load_script
 from video_fixtures import make_dataset_dir
 
 from gym_qa.hierarchy import Element, Hierarchy

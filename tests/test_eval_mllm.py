@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mllm_run_fixtures import load_script, mllm_data, trained_mllm  # noqa: F401
-from tiny_llm_fixtures import tiny_llm_dir  # noqa: F401
+from conftest import load_script
 
 from gym_qa import read_predictions
 from gym_qa.questions import load_questions
 
+pytest_plugins = ["mllm_run_fixtures"]
 evaluate = load_script("eval_mllm_gymqa")
 
 
@@ -23,7 +23,7 @@ def _args(data: dict[str, Path], mllm: Path, out: Path, *extra: str) -> list[str
     ]  # fmt: skip
 
 
-def test_generate_and_likelihood_predictions_and_report(mllm_data, trained_mllm, tmp_path):  # noqa: F811
+def test_generate_and_likelihood_predictions_and_report(mllm_data, trained_mllm, tmp_path):
     questions = load_questions(mllm_data["questions"])
     out = tmp_path / "generate.jsonl"
     assert (
@@ -56,7 +56,7 @@ def test_generate_and_likelihood_predictions_and_report(mllm_data, trained_mllm,
     assert correct == sum(chosen)
 
 
-def test_wrong_encoder_or_unlisted_clips_fail_loudly(mllm_data, trained_mllm, tmp_path, capsys):  # noqa: F811
+def test_wrong_encoder_or_unlisted_clips_fail_loudly(mllm_data, trained_mllm, tmp_path, capsys):
     args = _args(mllm_data, trained_mllm, tmp_path / "p.jsonl")
     args[args.index("--weights") + 1] = str(mllm_data["other_encoder"])
     assert evaluate.main(args) == 2
@@ -68,7 +68,7 @@ def test_wrong_encoder_or_unlisted_clips_fail_loudly(mllm_data, trained_mllm, tm
     assert not (tmp_path / "p.jsonl").exists()
 
 
-def test_both_modes_in_one_record(mllm_data, trained_mllm, tmp_path):  # noqa: F811
+def test_both_modes_in_one_record(mllm_data, trained_mllm, tmp_path):
     out = tmp_path / "both.jsonl"
     extra = ("--mode", "both", "--max-new-tokens", "2", "--limit", "2")
     assert evaluate.main(_args(mllm_data, trained_mllm, out, *extra)) == 0

@@ -6,22 +6,22 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from video_fixtures import bad_clips, write_clip  # noqa: F401  (bad_clips: a pytest fixture)
+from video_fixtures import write_clip
 
+from gym_qa.clips import clip_id_of
 from gym_qa.lists import ListEntry, write_list
 from mllm.encoders import VideoEncoder, build_video_encoder
 from mllm.feature_cache import (
     EncodingError,
     FeatureCache,
     StaleCacheError,
-    benchmark_feature_cache,
     build_feature_cache,
     cache_directory,
     encode_entries,
@@ -29,8 +29,9 @@ from mllm.feature_cache import (
 from sefar_encoder.decoding import DECODE_COUNTER, DecodeError
 from sefar_encoder.model import ModelConfig, SeFAREncoder
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import cache_features
+pytest_plugins = ["video_fixtures"]  # bad_clips
+bench_cache = load_script("bench_cache")
+cache_features = load_script("cache_features")
 
 CFG = ModelConfig(img_size=32, patch_size=16, embed_dim=16, depth=1, num_heads=2, num_classes=3)
 NUM_CLIPS = 5
@@ -72,7 +73,7 @@ def test_build_then_read_decodes_nothing_and_matches_direct_encoding(data, tmp_p
     assert report.directory == cache_directory(tmp_path, encoder.fingerprint())
 
     cache = FeatureCache.for_encoder(tmp_path, encoder)
-    ids = [p.stem for p in data["clips"]]
+    ids = [clip_id_of(p) for p in data["clips"]]
     assert sorted(cache.clip_ids) == sorted(ids) and len(cache) == NUM_CLIPS
     DECODE_COUNTER.reset()
     for _epoch in range(2):
@@ -112,7 +113,7 @@ def test_build_then_read_decodes_nothing_and_matches_direct_encoding(data, tmp_p
 def test_changed_weights_or_preprocessing_invalidate_the_cache(data, tmp_path):
     encoder = encoder_from(data["encoder"])
     old = build_feature_cache(encoder, data["list"], tmp_path / "cache", progress=False)
-    ids = [p.stem for p in data["clips"]]
+    ids = [clip_id_of(p) for p in data["clips"]]
     old_tokens = FeatureCache(old.directory).get(ids)
 
     edited = Path(shutil.copytree(data["encoder"], tmp_path / "edited"))
@@ -150,7 +151,7 @@ def test_edited_clip_is_encoded_again_alone(data, tmp_path):
     torch.testing.assert_close(got, direct_tokens(encoder, videos / "clip_2.mp4"), atol=1e-5, rtol=1e-5)
 
 
-def test_bad_clips_follow_the_data_path_policy(data, tmp_path, bad_clips):  # noqa: F811
+def test_bad_clips_follow_the_data_path_policy(data, tmp_path, bad_clips):
     entries = [(data["clips"][0], 0), (bad_clips["text"], 1), (data["clips"][1], 2)]
     write_list(tmp_path / "list.csv", entries)
     encoder = encoder_from(data["encoder"])
@@ -179,8 +180,8 @@ def test_non_finite_features_are_an_encoding_error(data, tmp_path, monkeypatch):
     with pytest.raises(EncodingError, match="clip_1.mp4: the sefar encoder produced non-finite"):
         list(encode_entries(encoder, entries, batch_size=2, progress=False))
     (batch,) = encode_entries(encoder, entries, batch_size=2, on_bad_sample="skip", progress=False)
-    assert [e.path.stem for e in batch.entries] == ["clip_0"] and batch.tokens.shape[0] == 1
-    assert [(e.path.stem, why) for e, why in batch.skipped] == [("clip_1", "non-finite features")]
+    assert [clip_id_of(e.path) for e in batch.entries] == ["clip_0"] and batch.tokens.shape[0] == 1
+    assert [(clip_id_of(e.path), why) for e, why in batch.skipped] == [("clip_1", "non-finite features")]
 
 
 def _nan_on_second_clip(forward):
@@ -202,7 +203,7 @@ def test_script_and_benchmark(data, tmp_path, capsys):
     assert cache.dtype == torch.float16 and cache.token_shape == (8, CFG.embed_dim)
 
     encoder = encoder_from(data["encoder"], token_layout="frame_mean")
-    stats = benchmark_feature_cache(encoder, cache, data["list"], num_clips=3, batch_size=2)
+    stats = bench_cache.benchmark_feature_cache(encoder, cache, data["list"], num_clips=3, batch_size=2)
     assert stats["clips"] == 3 and stats["on_the_fly_s"] > 0 and stats["cache_s"] > 0
     assert stats["max_abs_diff"] < 1e-2  # float16 storage
 

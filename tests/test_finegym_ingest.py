@@ -2,12 +2,11 @@
 the FineGym metadata packaged with gym_qa and the scripts that default to it."""
 
 import fnmatch
-import runpy
 import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import FINEGYM_DIR
+from conftest import FINEGYM_DIR, REPO, load_script
 
 from gym_qa.clips import clip_id_of, index_clips
 from gym_qa.finegym import ingest, metadata_path, parse_clip_id, read_element_list, write_ingest_outputs
@@ -15,7 +14,6 @@ from gym_qa.hierarchy import load_hierarchy, read_categories
 from gym_qa.lists import ListFileError, read_list
 from gym_qa.questions import load_questions
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 IDS = [
     "0LtLS9wROrk_E_002407_002435_A_0003_0005",
     "0LtLS9wROrk_E_002407_002435_A_0006_0008",
@@ -29,6 +27,12 @@ def test_parse_clip_id():
     assert parse_clip_id(IDS[2]) == ("a-b_c", (1, 2), (3, 4))  # YouTube ids may hold '_' and '-'
     assert parse_clip_id("synth_000017") is None
     assert clip_id_of("x/clip.MP4") == "clip" and clip_id_of(IDS[0]) == IDS[0]
+
+
+def test_clip_ids_keep_dots_that_are_not_video_extensions(tmp_path: Path):
+    assert clip_id_of("take.2") == "take.2" and clip_id_of("videos/take.2.mp4") == "take.2"
+    (tmp_path / "take.2.mp4").write_bytes(b"")
+    assert index_clips(tmp_path) == {"take.2": tmp_path / "take.2.mp4"}
 
 
 def test_read_gym99_val_element_list():
@@ -81,7 +85,7 @@ def test_ingest_lists_present_and_reports_missing(tmp_path: Path):
 
 def test_ingest_script(tmp_path: Path, capsys):
     elements, clips = make_folder(tmp_path)
-    main = runpy.run_path(str(SCRIPTS / "ingest_finegym.py"))["main"]
+    main = load_script("ingest_finegym").main
     out = tmp_path / "list.csv"
     assert main(["--elements", str(elements), "--clips", str(clips), "--out", str(out)]) == 0
     assert "2 of 4 clips found" in capsys.readouterr().out
@@ -103,10 +107,9 @@ def test_metadata_is_packaged_and_declared_as_package_data():
     assert FINEGYM_DIR.parts[-3:] == ("gym_qa", "data", "finegym") and len(files) == 10
     assert all(metadata_path(p.name) == p for p in files)
     # a non-editable install gets what [tool.setuptools.package-data] matches (paths relative to gym_qa/)
-    repo = Path(__file__).resolve().parents[1]
-    setuptools = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     globs = setuptools["package-data"]["gym_qa"]
-    in_repo = sorted((repo / "gym_qa" / "data" / "finegym").iterdir())
+    in_repo = sorted((REPO / "gym_qa" / "data" / "finegym").iterdir())
     assert all(any(fnmatch.fnmatch(f"data/finegym/{p.name}", g) for g in globs) for p in in_repo)
     with pytest.raises(FileNotFoundError, match="not a packaged FineGym metadata file.*gym99_categories.txt"):
         metadata_path("gym100_categories.txt")
@@ -115,7 +118,7 @@ def test_metadata_is_packaged_and_declared_as_package_data():
 def test_make_gymqa_defaults_to_packaged_gym99_and_its_qtree(tmp_path: Path, capsys):
     elements = (FINEGYM_DIR / "gym99_val_element.txt").read_text().splitlines()[:20]
     (tmp_path / "val20.txt").write_text("\n".join(elements) + "\n")
-    main = runpy.run_path(str(SCRIPTS / "make_gymqa.py"))["main"]
+    main = load_script("make_gymqa").main
     out = tmp_path / "q.json"
     assert main(["--list", str(tmp_path / "val20.txt"), "--out", str(out), "--types", "what,attribute"]) == 0
     capsys.readouterr()
@@ -127,8 +130,8 @@ def test_make_gymqa_defaults_to_packaged_gym99_and_its_qtree(tmp_path: Path, cap
 
 
 def test_make_tiny_llm_default_corpus_uses_packaged_categories(tmp_path: Path):
-    script = runpy.run_path(str(SCRIPTS / "make_tiny_llm.py"))
-    texts = script["read_corpus"](script["parse_args"](["--out", str(tmp_path)]), 0)
+    script = load_script("make_tiny_llm")
+    texts = script.read_corpus(script.parse_args(["--out", str(tmp_path)]), 0)
     for name in ("gym99_categories.txt", "gym288_categories.txt"):
         element = read_categories(metadata_path(name))[0]
         assert f"The athlete performs {element.name}." in texts

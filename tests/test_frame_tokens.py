@@ -8,8 +8,8 @@ import dataclasses
 
 import numpy as np
 import pytest
-import synthgym_fixtures
 import torch
+from conftest import load_script
 from safetensors.torch import load_file
 from synthgym_fixtures import tiny_train_config
 
@@ -21,7 +21,7 @@ from sefar_encoder.model.encoder import ModelConfig
 from sefar_encoder.model.token_mix import TubeMix
 from sefar_encoder.transforms import AugmentConfig, ClipTransform
 
-synthgym_tiny = synthgym_fixtures.synthgym_tiny
+pytest_plugins = ["synthgym_fixtures"]  # synthgym_tiny
 
 
 def tiny_encoder(frame_blocks: int, views=(2, 2, 4)) -> SeFAREncoder:
@@ -114,8 +114,7 @@ def test_cached_tokens_give_the_uncached_evaluation(synthgym_tiny, tmp_path):
 
 
 def test_a_run_on_cached_tokens_trains_and_leaves_the_stem_bit_equal(synthgym_tiny, tmp_path):
-    from sefar_encoder.training import run
-
+    run = load_script("train_encoder").run
     out = tmp_path / "run"
     cfg = tiny_train_config(
         synthgym_tiny, out, "model.frame_blocks=2", f"frame_token_cache={tmp_path / 'tokens'}"

@@ -1,4 +1,5 @@
-"""Fusion head (SPEC §2.2): shapes, exact parameter counts, concatenation order, K-sample dropout."""
+"""Fusion head (docs/DESIGN.md §Fusion head): shapes, exact parameter counts, concatenation order,
+K-sample dropout."""
 
 import itertools
 

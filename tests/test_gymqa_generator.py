@@ -1,14 +1,13 @@
 """Gym-QA generator on the Gym99 val list (no videos) and on a SynthGym-style hierarchy with attributes."""
 
 import json
-import runpy
 from collections import Counter
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from conftest import FINEGYM_DIR
+from conftest import FINEGYM_DIR, load_script
 
 from gym_qa.hierarchy import Element, Hierarchy, load_hierarchy
 from gym_qa.question_generator import (
@@ -23,8 +22,6 @@ from gym_qa.question_generator import (
 from gym_qa.questions import dump_questions, load_questions
 from gym_qa.reference_answerers import answer_counts_from_labels, frequency_answerer
 from gym_qa.statistics import chi_square_uniform
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +196,7 @@ def test_frame_length_from_real_clip_and_script(tmp_path: Path, capsys):
     (tmp_path / "set_categories.txt").write_text(
         "set: 21; FX_leap_jump_hop\nset: 22; FX_turns\nset: 41; UB_circles\n"
     )
-    main = runpy.run_path(str(SCRIPTS / "make_gymqa.py"))["main"]
+    main = load_script("make_gymqa").main
     out = tmp_path / "q.json"
     assert (
         main(

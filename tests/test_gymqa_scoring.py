@@ -1,12 +1,11 @@
 """Gym-QA evaluator: text and option-NLL modes, circular evaluation, groups, CIs, errors, speed, script."""
 
 import json
-import runpy
 import time
 from pathlib import Path
 
 import pytest
-from conftest import FINEGYM_DIR
+from conftest import FINEGYM_DIR, load_script
 
 from gym_qa.hierarchy import Element, Hierarchy, load_hierarchy
 from gym_qa.question_generator import GeneratorConfig, QuestionGenerator, clips_from_list
@@ -20,8 +19,6 @@ from gym_qa.scoring import (
     write_predictions,
 )
 from gym_qa.statistics import chi_square_sf, wilson_interval
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 def q(qid: str, options: list[str], answer: int, answer_type: str = "what", video: str = "v") -> Question:
@@ -177,7 +174,7 @@ def test_eval_script(gym99_setup, tmp_path: Path, capsys):
     write_predictions(
         predictions_path, [Prediction(x.question_id, text=f"Answer: {x.answer}") for x in questions[:400]]
     )
-    main = runpy.run_path(str(SCRIPTS / "eval_gymqa.py"))["main"]
+    main = load_script("eval_gymqa").main
     args = [
         "--questions",
         str(questions_path),

@@ -24,10 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import synthgym_fixtures
 import torch
+from conftest import REPO, SCRIPTS, load_script
 from synthgym_fixtures import (
-    REPO,
     RESUME_COMMON,
     RESUME_THREADS,
     resume_reference,
@@ -35,19 +34,19 @@ from synthgym_fixtures import (
     tiny_train_config,
 )
 
-from sefar_encoder import training
-from sefar_encoder.checkpoint import (
+from sefar_encoder.runtime.atomic import TMP_PREFIX
+from sefar_encoder.runtime.checkpoint import (
     LATEST,
-    TMP_PREFIX,
     clean_stale,
     latest_checkpoint,
     load_checkpoint,
     prune_checkpoints,
     save_checkpoint,
 )
-from sefar_encoder.run_state import RunState, clean_run_dir, write_history
+from sefar_encoder.runtime.lifecycle import clean_run_dir, rewind_history
 
-synthgym_tiny = synthgym_fixtures.synthgym_tiny  # the shared session fixture, used here
+pytest_plugins = ["synthgym_fixtures"]  # synthgym_tiny
+training = load_script("train_encoder")
 
 EXTRA = ["log_every_step=true"]  # steps.jsonl: the kill moments are counted in optimizer steps
 TOTAL_STEPS = 6
@@ -122,7 +121,7 @@ def kill_at(moment: Moment, run_dir: Path, data, deadline: float = 900.0) -> tup
     log = run_dir.with_name(run_dir.name + ".stderr")  # a file, not a pipe nobody reads while it runs
     with open(log, "w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, str(REPO / "scripts" / "train_encoder.py"), *args],
+            [sys.executable, str(SCRIPTS / "train_encoder.py"), *args],
             cwd=REPO,
             env={**os.environ, "OMP_NUM_THREADS": str(RESUME_THREADS)},
             stdout=subprocess.DEVNULL,
@@ -262,10 +261,11 @@ def test_checkpoint_fsyncs_every_file_and_directory(tmp_path, monkeypatch):
     small_checkpoint(tmp_path, "epoch_0001", 1.0)
     root = tmp_path / "checkpoints"
     tmp = root / f"{TMP_PREFIX}epoch_0001"
-    for path in (tmp / "tensors.safetensors", tmp / "state.json", tmp, root, root / f"{TMP_PREFIX}{LATEST}"):
+    pointer_tmp = root / f"{LATEST}.{os.getpid()}.tmp"  # gym_qa.atomic_files' temporary name
+    for path in (tmp / "tensors.safetensors", tmp / "state.json", tmp, root, pointer_tmp):
         assert str(path) in synced, (path, synced)
     # files before their folder, the folder before it is renamed into place, the pointer last
-    order = [synced.index(str(p)) for p in (tmp / "state.json", tmp, root, root / f"{TMP_PREFIX}{LATEST}")]
+    order = [synced.index(str(p)) for p in (tmp / "state.json", tmp, root, pointer_tmp)]
     assert order == sorted(order)
 
 
@@ -307,5 +307,5 @@ def test_kill_between_the_renames_of_the_encoder_export(tmp_path):
 def test_half_written_step_log_line_is_dropped(tmp_path):
     lines = [json.dumps({"step": s, "loss": 1.0}) for s in (1, 2, 3)]
     (tmp_path / "steps.jsonl").write_text("\n".join(lines) + '\n{"step": 4, "lo')
-    write_history(tmp_path, RunState(opt_step=2))
+    rewind_history(tmp_path / "steps.jsonl", 2, write=True)
     assert (tmp_path / "steps.jsonl").read_text() == lines[0] + "\n" + lines[1] + "\n"

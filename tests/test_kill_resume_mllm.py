@@ -1,4 +1,5 @@
-"""MLLM stage B survives being killed at any moment (Reliability §2).
+"""MLLM stage B survives being killed at any moment (docs/reliability.md, "Stage A/B training survives any
+kill").
 
 ``scripts/train_mllm.py --stage instruct`` on the 16-clip test data with the micro LLM (LoRA dropout on,
 so the RNG must be restored too), a checkpoint after every step. A subprocess is SIGKILLed at a seeded
@@ -11,7 +12,6 @@ in a row, and resume it as a subprocess. SIGTERM writes a final checkpoint (exit
 epoch's last step, where the epoch's evaluation is still due.
 """
 
-# ruff: noqa: F811  (pytest fixtures imported from the fixture modules are parameters of the tests)
 from __future__ import annotations
 
 import json
@@ -27,12 +27,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from mllm_run_fixtures import SCRIPTS, load_script, mllm_data, write_config  # noqa: F401
+from conftest import SCRIPTS, load_script
+from mllm_run_fixtures import write_config
 from safetensors.torch import load_file
-from tiny_llm_fixtures import tiny_llm_dir  # noqa: F401
 
-from sefar_encoder.checkpoint import LATEST, TMP_PREFIX, latest_checkpoint, load_checkpoint
+from sefar_encoder.runtime.atomic import TMP_PREFIX
+from sefar_encoder.runtime.checkpoint import LATEST, latest_checkpoint, load_checkpoint
 
+pytest_plugins = ["mllm_run_fixtures", "tiny_llm_fixtures"]  # mllm_data, tiny_llm_dir
 train = load_script("train_mllm")
 # The same intra-op thread count in this process and in the subprocesses (equal float sums); 1 keeps a
 # shared 2-core machine from thrashing.

@@ -2,12 +2,12 @@
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from tiny_llm_fixtures import ELEMENT_NAMES, tiny_llm_dir  # noqa: F401
+from conftest import load_script
+from tiny_llm_fixtures import ELEMENT_NAMES
 from torch import nn
 
 from mllm.language_model import (
@@ -24,7 +24,8 @@ from mllm.language_model import (
 )
 from mllm.tokenizer import load_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
+pytest_plugins = ["tiny_llm_fixtures"]
+
 LLAMA_LINEARS = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
 
 
@@ -49,7 +50,7 @@ def test_4bit_without_cuda_fails_at_once(monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="4-bit nf4 loading needs a CUDA GPU (bitsandbytes)")
-def test_4bit_load_and_qlora_on_cuda(tiny_llm_dir: Path):  # noqa: F811
+def test_4bit_load_and_qlora_on_cuda(tiny_llm_dir: Path):
     model = load_language_model(LLMConfig(name_or_path=str(tiny_llm_dir), load_in_4bit=True))
     assert model.is_loaded_in_4bit
     model = apply_lora(model, LoraOptions(enabled=True, r=4, alpha=8), gradient_checkpointing=True)
@@ -64,7 +65,7 @@ def test_defaults():
     assert llm.trust_remote_code is False and llm.load_in_4bit is False
 
 
-def test_load_lora_targets_every_linear_but_lm_head(tiny_llm_dir: Path):  # noqa: F811
+def test_load_lora_targets_every_linear_but_lm_head(tiny_llm_dir: Path):
     model = load_language_model(LLMConfig(name_or_path=str(tiny_llm_dir)))
     assert lora_target_modules(model) == LLAMA_LINEARS
     peft_model = apply_lora(model, LoraOptions(enabled=True, r=4, alpha=8))
@@ -76,7 +77,7 @@ def test_load_lora_targets_every_linear_but_lm_head(tiny_llm_dir: Path):  # noqa
     assert peft_model.peft_config["default"].r == 4 and peft_model.peft_config["default"].lora_alpha == 8
 
 
-def test_gradient_checkpointing_trains(tiny_llm_dir: Path):  # noqa: F811
+def test_gradient_checkpointing_trains(tiny_llm_dir: Path):
     model = load_language_model(LLMConfig(name_or_path=str(tiny_llm_dir), gradient_checkpointing=True))
     assert model.is_activation_checkpointing and model.config.use_cache is False
     model = apply_lora(model, LoraOptions(enabled=True, r=4, alpha=8), gradient_checkpointing=True)
@@ -87,7 +88,7 @@ def test_gradient_checkpointing_trains(tiny_llm_dir: Path):  # noqa: F811
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
 
 
-def test_adapter_save_load_round_trip(tmp_path: Path, tiny_llm_dir: Path):  # noqa: F811
+def test_adapter_save_load_round_trip(tmp_path: Path, tiny_llm_dir: Path):
     cfg = LLMConfig(name_or_path=str(tiny_llm_dir))
     model = apply_lora(load_language_model(cfg), LoraOptions(enabled=True, r=4, alpha=8))
     with torch.no_grad():  # LoRA B starts at zero; make the adapter matter
@@ -124,7 +125,7 @@ def test_only_the_unused_cpu_4bit_kernel_warning_is_dropped(caplog: pytest.LogCa
     assert [r.getMessage() for r in caplog.records] == ["some other bitsandbytes warning"]
 
 
-def test_tiny_llm_directory_loads_like_vicuna(tiny_llm_dir: Path):  # noqa: F811
+def test_tiny_llm_directory_loads_like_vicuna(tiny_llm_dir: Path):
     names = {p.name for p in tiny_llm_dir.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json"} <= names
     assert not any(n.endswith(".bin") for n in names)
@@ -149,11 +150,7 @@ def test_make_tiny_llm_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(tiny_llm_corpus(ELEMENT_NAMES)) + "\n")
     out = tmp_path / "llm"
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import make_tiny_llm
-    finally:
-        sys.path.pop(0)
+    make_tiny_llm = load_script("make_tiny_llm")
     assert make_tiny_llm.main(["--corpus", str(corpus), "--out", str(out), "--micro", "--steps", "2"]) == 0
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.model").is_file()
     assert load_language_model(LLMConfig(name_or_path=str(out))).config.hidden_size == 64

@@ -1,30 +1,24 @@
 """scripts/merge_lora.py: save -> load -> merge gives a standalone model with the unmerged model's logits."""
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from tiny_llm_fixtures import tiny_llm_dir  # noqa: F401
+from conftest import load_script
 
 from mllm.language_model import LLMConfig, LoraOptions, load_language_model
 from mllm.multimodal_model import MultimodalConfig, MultimodalModel
 from mllm.projector import ProjectorConfig
 from mllm.tokenizer import load_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
+pytest_plugins = ["tiny_llm_fixtures"]
 
 
 def _merge_main(argv: list[str]) -> int:
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import merge_lora
-    finally:
-        sys.path.pop(0)
-    return merge_lora.main(argv)
+    return load_script("merge_lora").main(argv)
 
 
-def test_merge_matches_unmerged_logits(tmp_path: Path, tiny_llm_dir: Path):  # noqa: F811
+def test_merge_matches_unmerged_logits(tmp_path: Path, tiny_llm_dir: Path):
     cfg = MultimodalConfig(
         llm=LLMConfig(name_or_path=str(tiny_llm_dir)),
         projector=ProjectorConfig(type="linear", in_dim=8),

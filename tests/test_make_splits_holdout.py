@@ -4,21 +4,21 @@ stratified per class, disjoint from the label-rate splits and from test, determi
 from __future__ import annotations
 
 import json
-import runpy
 from collections import Counter
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+from conftest import load_script
 
 from gym_qa.lists import read_list, write_list
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_splits.py"
 SIZES = [1, 2, 3, 10, 19, 40]  # clips per class in the pool (a long tail, one singleton class)
 
 
 @pytest.fixture(scope="module")
-def script() -> dict:
-    return runpy.run_path(str(SCRIPT))
+def script() -> ModuleType:
+    return load_script("make_splits")
 
 
 def write_inputs(tmp_path: Path) -> tuple[Path, Path]:
@@ -32,7 +32,7 @@ def write_inputs(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def run(script: dict, pool: Path, test: Path, out: Path, *extra: str) -> int:
-    return script["main"](["--pool", str(pool), "--test", str(test), "--out", str(out), *extra])
+    return script.main(["--pool", str(pool), "--test", str(test), "--out", str(out), *extra])
 
 
 @pytest.mark.parametrize(
@@ -40,7 +40,7 @@ def run(script: dict, pool: Path, test: Path, out: Path, *extra: str) -> int:
     [(1, 10, 0), (2, 10, 1), (2, 90, 1), (10, 10, 1), (40, 10, 4), (19, 10, 2), (10, 50, 5)],
 )
 def test_holdout_count_rule(script: dict, n: int, percent: float, expected: int):
-    assert script["holdout_count"](n, percent) == expected
+    assert script.holdout_count(n, percent) == expected
 
 
 def test_holdout_val_is_carved_from_the_pool(script: dict, tmp_path: Path, capsys):
@@ -58,7 +58,7 @@ def test_holdout_val_is_carved_from_the_pool(script: dict, tmp_path: Path, capsy
         assert rate == train100
     # per class: the rule, every class with >= 2 clips in val and still in train
     val_counts = Counter(e.label for e in read_list(out / "val.csv"))
-    assert val_counts == {c: script["holdout_count"](n, 10) for c, n in enumerate(SIZES) if n >= 2}
+    assert val_counts == {c: script.holdout_count(n, 10) for c, n in enumerate(SIZES) if n >= 2}
     assert {e.label for e in read_list(out / "splits" / "100" / "train.csv")} == set(range(len(SIZES)))
     summary = json.loads((out / "splits" / "splits.json").read_text())
     assert summary["val"] == len(val) and summary["pool"] == len(train100)

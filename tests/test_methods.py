@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import load_script
 
 from sefar_encoder import methods
 from sefar_encoder.ema import EMATeacher
@@ -77,7 +78,7 @@ def test_switches_apply_to_baselines_too():
 
 
 def test_unknown_method_is_rejected_by_the_config_system():
-    from sefar_encoder.config import ConfigError, _merge
+    from sefar_encoder.runtime.config import ConfigError, _merge
 
     with pytest.raises(ConfigError, match="must be one of"):
         _merge(MethodConfig(), {"name": "mean_teacher"}, "test")
@@ -265,8 +266,6 @@ def test_resolved_method_is_frozen():
 
 
 def test_bench_teacher_runs_and_reports_its_ratios(capsys):
-    from synthgym_fixtures import load_script
-
     bench = load_script("bench_teacher")
     out = bench.main(
         ["--b-l", "1", "--b-u", "2", "--k", "3", "--warmup", "0", "--repeats", "1", "--classes", "4"]

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from sefar_encoder.checkpoint import (
-    TMP_PREFIX,
+from sefar_encoder.metrics import classification_report, confusion_matrix, mean_class_accuracy
+from sefar_encoder.runtime.atomic import TMP_PREFIX
+from sefar_encoder.runtime.checkpoint import (
     clean_stale,
     flatten_optimizer,
     latest_checkpoint,
@@ -15,7 +16,6 @@ from sefar_encoder.checkpoint import (
     save_checkpoint,
     unflatten_optimizer,
 )
-from sefar_encoder.metrics import classification_report, confusion_matrix, mean_class_accuracy
 
 
 def test_mean_class_accuracy_weights_classes_equally():

@@ -1,4 +1,5 @@
-"""Bad input on the MLLM side gives one clear line and a documented exit code (Reliability §2).
+"""Bad input on the MLLM side gives one clear line and a documented exit code (docs/reliability.md,
+"Bad input: one line, a documented exit code").
 
 Scripts and codes: train_mllm.py (1 bad input, 3 non-finite losses), eval_mllm_gymqa.py (2),
 cache_features.py (2), eval_gymqa.py (2). Inputs: malformed Gym-QA JSON (file and line/record named), a
@@ -6,7 +7,6 @@ question about a clip missing from the list or without features, a clip that can
 ``error`` stops naming the clip, ``skip`` goes on and says what it dropped), a duplicated clip id.
 """
 
-# ruff: noqa: F811  (pytest fixtures imported from the fixture modules are parameters of the tests)
 from __future__ import annotations
 
 import dataclasses
@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from mllm_run_fixtures import load_script, mllm_data, trained_mllm, write_config  # noqa: F401
-from tiny_llm_fixtures import tiny_llm_dir  # noqa: F401
-from video_fixtures import bad_clips  # noqa: F401
+from conftest import load_script
+from mllm_run_fixtures import write_config
 
 from gym_qa.lists import read_list, write_list
 from gym_qa.questions import load_questions, write_questions
 
+pytest_plugins = ["mllm_run_fixtures", "tiny_llm_fixtures", "video_fixtures"]
 train = load_script("train_mllm")
 evaluate = load_script("eval_mllm_gymqa")
 cache_features = load_script("cache_features")

@@ -14,23 +14,23 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from mllm_run_fixtures import load_script
-from test_video_encoders import CASES, VIT_KWARGS, checkpoints  # noqa: F401
-from tiny_llm_fixtures import tiny_llm_dir  # noqa: F401
+from conftest import load_script
+from video_encoder_fixtures import CASES, VIT_KWARGS
 from video_fixtures import write_clip
 
 from gym_qa.lists import ListEntry
 from mllm import multimodal_model
 from mllm.chat import VideoChat
-from mllm.demo_app import DemoLimits
+from mllm.demo_uploads import DemoLimits
 from mllm.encoders import VideoEncoder, build_video_encoder, builder_options
 from mllm.feature_cache import encode_entries
 from mllm.generation import GenerationOptions, generate_answer
-from mllm.instruction_data import write_instruction_meta
 from mllm.language_model import LLMConfig, LoraOptions
 from mllm.multimodal_model import MultimodalConfig, MultimodalModel
 from mllm.prompting import PromptBuilder, Turn
 from mllm.tokenizer import load_tokenizer
+
+pytest_plugins = ["tiny_llm_fixtures", "video_encoder_fixtures"]  # tiny_llm_dir, checkpoints
 
 QUESTION = "What gymnastics move is this athlete performing?"
 
@@ -43,7 +43,7 @@ def _as_json(description: dict) -> dict:
 # ---- encoder descriptions -------------------------------------------------------------------------------
 
 
-def _encoders(checkpoints) -> dict[str, tuple[Path, VideoEncoder]]:  # noqa: F811
+def _encoders(checkpoints) -> dict[str, tuple[Path, VideoEncoder]]:
     built = {}
     for case, (options, *_) in CASES.items():
         name = case.split("_")[0]
@@ -57,7 +57,7 @@ def _encoders(checkpoints) -> dict[str, tuple[Path, VideoEncoder]]:  # noqa: F81
 
 
 @pytest.mark.parametrize("case", [*CASES, "framepool_vitfile"])
-def test_every_encoder_description_builds_it_again(checkpoints, case):  # noqa: F811
+def test_every_encoder_description_builds_it_again(checkpoints, case):
     weights, encoder = _encoders(checkpoints)[case]
     described = _as_json(encoder.describe())
     assert described["name"] == encoder.name
@@ -72,7 +72,7 @@ def test_every_encoder_description_builds_it_again(checkpoints, case):  # noqa: 
     torch.testing.assert_close(again.encode(video), encoder.encode(video), rtol=0, atol=0)
 
 
-def test_recorded_weights_must_match(checkpoints):  # noqa: F811
+def test_recorded_weights_must_match(checkpoints):
     backbone = _as_json(build_video_encoder("framepool", checkpoints["framepool"]).describe())["options"]
     with pytest.raises(ValueError, match="differs from the recorded backbone"):
         build_video_encoder(
@@ -123,7 +123,7 @@ def _lora_model(llm_dir: Path, encoder_dim: int, video_token_id: int, fingerprin
 
 
 @pytest.fixture(scope="module")
-def framepool_mllm(tmp_path_factory, checkpoints, tiny_llm_dir):  # noqa: F811
+def framepool_mllm(tmp_path_factory, checkpoints, tiny_llm_dir):
     """A tiny MLLM on framepool features (4 frames, 1 + 1 tokens), saved as train_mllm saves it."""
     root = tmp_path_factory.mktemp("framepool_mllm")
     clip = write_clip(root / "clip.mp4", num_frames=12, height=32, width=32)
@@ -133,17 +133,14 @@ def framepool_mllm(tmp_path_factory, checkpoints, tiny_llm_dir):  # noqa: F811
     )
     builder = PromptBuilder(load_tokenizer(tiny_llm_dir), num_video_tokens=encoder.num_tokens)
     model = _lora_model(tiny_llm_dir, encoder.dim, builder.video_token_id, encoder.fingerprint(), seed=0)
+    model.instruction = {
+        "stage": "instruct",
+        "template": "vicuna_v1",
+        "encoder": _as_json(encoder.describe()),  # as the feature cache index records it
+        "num_video_tokens": encoder.num_tokens,
+        "score_target": "answer",
+    }
     ckpt = model.save_pretrained(root / "mllm")
-    write_instruction_meta(
-        ckpt,
-        {
-            "stage": "instruct",
-            "template": "vicuna_v1",
-            "encoder": _as_json(encoder.describe()),  # as the feature cache index records it
-            "num_video_tokens": encoder.num_tokens,
-            "score_target": "answer",
-        },
-    )
     return {
         "ckpt": ckpt,
         "clip": clip,
@@ -154,7 +151,7 @@ def framepool_mllm(tmp_path_factory, checkpoints, tiny_llm_dir):  # noqa: F811
     }
 
 
-def test_framepool_mllm_reloads_through_videochat(framepool_mllm, checkpoints):  # noqa: F811
+def test_framepool_mllm_reloads_through_videochat(framepool_mllm, checkpoints):
     saved = framepool_mllm
     options = GenerationOptions(max_new_tokens=6)
     chat = VideoChat.from_pretrained(saved["ckpt"], checkpoints["framepool"], generation=options)
@@ -174,7 +171,7 @@ def test_framepool_mllm_reloads_through_videochat(framepool_mllm, checkpoints): 
     assert answer == generate_answer(saved["model"], saved["builder"], QUESTION, saved["tokens"], options)
 
 
-def test_chat_script_loads_a_framepool_mllm(framepool_mllm, checkpoints, capsys):  # noqa: F811
+def test_chat_script_loads_a_framepool_mllm(framepool_mllm, checkpoints, capsys):
     chat_cli = load_script("chat")
     args = ["--encoder", str(checkpoints["framepool"]), "--mllm", str(framepool_mllm["ckpt"])]
     args += ["--video", str(framepool_mllm["clip"]), "--max-new-tokens", "4", QUESTION]
@@ -206,7 +203,7 @@ def _hidden(directory: Path) -> list[str]:
     return sorted(p.name.split("-")[0] for p in directory.iterdir() if p.name.startswith("."))
 
 
-def test_adapter_survives_a_kill_between_the_two_renames(tmp_path, tiny_llm_dir, monkeypatch):  # noqa: F811
+def test_adapter_survives_a_kill_between_the_two_renames(tmp_path, tiny_llm_dir, monkeypatch):
     old = _lora_model(tiny_llm_dir, 12, 0, "fp", seed=0)
     new = _lora_model(tiny_llm_dir, 12, 0, "fp", seed=1)
     ckpt = old.save_pretrained(tmp_path / "mllm")
@@ -229,14 +226,15 @@ def test_adapter_survives_a_kill_between_the_two_renames(tmp_path, tiny_llm_dir,
 
     recovered = MultimodalModel.from_pretrained(ckpt)
     _assert_same_weights(recovered, old)  # the whole old checkpoint: adapter, projector, config
-    assert (ckpt / "adapter").is_dir() and _hidden(ckpt) == [".adapter.tmp"]
+    # loading renames nothing: the aside copy was read where it is
+    assert not (ckpt / "adapter").exists() and _hidden(ckpt) == [".adapter.old", ".adapter.tmp"]
 
     new.save_pretrained(ckpt)  # the next save clears the killed one's partial write
     assert _hidden(ckpt) == []
     _assert_same_weights(MultimodalModel.from_pretrained(ckpt), new)
 
 
-def test_stale_aside_next_to_the_adapter_is_ignored_then_removed(tmp_path, tiny_llm_dir, monkeypatch):  # noqa: F811
+def test_stale_aside_next_to_the_adapter_is_ignored_then_removed(tmp_path, tiny_llm_dir, monkeypatch):
     old = _lora_model(tiny_llm_dir, 12, 0, "fp", seed=0)
     new = _lora_model(tiny_llm_dir, 12, 0, "fp", seed=1)
     ckpt = old.save_pretrained(tmp_path / "mllm")
@@ -261,7 +259,7 @@ def test_stale_aside_next_to_the_adapter_is_ignored_then_removed(tmp_path, tiny_
     _assert_same_weights(MultimodalModel.from_pretrained(ckpt), new)
 
 
-def test_missing_adapter_without_aside_is_a_clear_error(tmp_path, tiny_llm_dir):  # noqa: F811
+def test_missing_adapter_without_aside_is_a_clear_error(tmp_path, tiny_llm_dir):
     ckpt = _lora_model(tiny_llm_dir, 12, 0, "fp", seed=0).save_pretrained(tmp_path / "mllm")
     multimodal_model.shutil.rmtree(ckpt / "adapter")
     with pytest.raises(FileNotFoundError, match="names the adapter folder 'adapter'"):
@@ -275,7 +273,7 @@ class Stop(FileNotFoundError):
     pass
 
 
-def test_chat_and_demo_scripts_trust_remote_code_only_when_asked(checkpoints, tmp_path, monkeypatch):  # noqa: F811
+def test_chat_and_demo_scripts_trust_remote_code_only_when_asked(checkpoints, tmp_path, monkeypatch):
     calls = []
 
     def fake_from_pretrained(*args, **kwargs):
@@ -310,7 +308,7 @@ def test_chat_and_demo_scripts_trust_remote_code_only_when_asked(checkpoints, tm
 # ---- demo upload folder -----------------------------------------------------------------------------------
 
 
-def test_demo_delete_cache_setting(checkpoints):  # noqa: F811
+def test_demo_delete_cache_setting(checkpoints):
     from mllm.demo_app import build_demo
     from sefar_encoder.prediction import Predictor
 
@@ -325,7 +323,7 @@ def test_demo_delete_cache_setting(checkpoints):  # noqa: F811
     assert load_script("demo").parse_args([]).delete_after == DemoLimits.delete_after_s
 
 
-def test_demo_deletes_old_uploads(tmp_path, checkpoints, framepool_mllm):  # noqa: F811
+def test_demo_deletes_old_uploads(tmp_path, checkpoints, framepool_mllm):
     from demo_fixtures import running_demo
 
     examples = tmp_path / "examples"

@@ -1,11 +1,14 @@
 """TimeSformer + SeFAR encoder: shapes, view isolation of temporal attention, export round trip."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from sefar_encoder.model import PRESETS, ModelConfig, SeFAREncoder, TimeSformer, build_encoder, model_config
+from sefar_encoder.model.encoder import EncoderPreprocessing
+from sefar_encoder.runtime.config import ConfigError
 
 
 def tiny(**kw) -> ModelConfig:
@@ -133,6 +136,7 @@ def test_save_and_load_round_trip(tmp_path):
         "config.json",
         "hierarchy.json",
         "model.safetensors",
+        "preprocessing.json",
     ]
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temp directories left behind
     assert json.loads((out_dir / "config.json").read_text())["views"] == [2, 4]
@@ -141,6 +145,17 @@ def test_save_and_load_round_trip(tmp_path):
     assert loaded.class_names == names and loaded.hierarchy == hierarchy
     with torch.no_grad():
         torch.testing.assert_close(loaded(video).logits, model(video).logits, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("device", [torch.device("cpu:0"), "cpu:0", "cpu", torch.device("cpu")])
+def test_from_pretrained_accepts_any_cpu_device_name(tmp_path: Path, device):
+    cfg = ModelConfig(img_size=32, patch_size=16, embed_dim=16, depth=1, num_heads=2, num_classes=3)
+    torch.manual_seed(0)
+    saved = SeFAREncoder(cfg).eval()
+    saved.save_pretrained(tmp_path / "enc")
+    loaded = SeFAREncoder.from_pretrained(tmp_path / "enc", map_location=device).eval()
+    assert next(loaded.parameters()).device.type == "cpu"
+    assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), loaded.state_dict().values()))
 
 
 def test_view_cls_layout_needs_matching_fusion_width():
@@ -170,3 +185,46 @@ def test_presets():
         model_config("vit_huge")
     with pytest.raises(TypeError):
         model_config("timesformer_tiny_p16_64", width=3)
+
+
+def test_export_records_its_preprocessing_and_provenance(tmp_path):
+    cfg = tiny(views=(2, 4))
+    pre = EncoderPreprocessing.for_config(
+        cfg,
+        mean=(0.5, 0.4, 0.3),
+        std=(0.2, 0.2, 0.2),
+        data_root="data/x",
+        label_rate=5,
+        init_checkpoint="b.pt",
+    )
+    SeFAREncoder(cfg, preprocessing=pre).save_pretrained(tmp_path / "enc")
+    written = json.loads((tmp_path / "enc" / "preprocessing.json").read_text())
+    assert written == {
+        "image_size": 32,
+        "views": [2, 4],
+        "mean": [0.5, 0.4, 0.3],
+        "std": [0.2, 0.2, 0.2],
+        "data_root": "data/x",
+        "label_rate": 5,
+        "init_checkpoint": "b.pt",
+    }
+    loaded = SeFAREncoder.from_pretrained(tmp_path / "enc")
+    assert loaded.preprocessing == pre == EncoderPreprocessing.read(tmp_path / "enc")  # read without weights
+    loaded.save_pretrained(tmp_path / "again")  # a loaded encoder keeps describing itself
+    assert json.loads((tmp_path / "again" / "preprocessing.json").read_text()) == written
+
+    with pytest.raises(ValueError, match="the model takes 32 px"):
+        SeFAREncoder(cfg, preprocessing=EncoderPreprocessing(image_size=64, views=(2, 4)))
+    written["views"] = [2, 2, 2]
+    (tmp_path / "enc" / "preprocessing.json").write_text(json.dumps(written))
+    with pytest.raises(ConfigError, match="differ from config.json"):
+        SeFAREncoder.from_pretrained(tmp_path / "enc")
+
+
+def test_an_export_without_preprocessing_json_loads_with_imagenet_normalisation(tmp_path):
+    SeFAREncoder(tiny()).save_pretrained(tmp_path / "enc")
+    (tmp_path / "enc" / "preprocessing.json").unlink()  # as written before the file existed
+    pre = SeFAREncoder.from_pretrained(tmp_path / "enc").preprocessing
+    assert (pre.image_size, pre.views) == (32, (2, 2, 4))
+    assert pre.mean == (0.485, 0.456, 0.406) and pre.std == (0.229, 0.224, 0.225)
+    assert (pre.data_root, pre.label_rate, pre.init_checkpoint) == (None, None, None)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_llm_fixtures import tiny_llm_dir  # noqa: F401
 
 from mllm.generation import GenerationOptions, generate_answer, stream_generate
 from mllm.language_model import LLMConfig, LoraOptions
@@ -14,6 +13,8 @@ from mllm.multimodal_model import MultimodalConfig, MultimodalModel, VideoTokenM
 from mllm.projector import PROJECTORS, build_projector
 from mllm.prompting import PromptBuilder, Turn, pad_batch
 from mllm.tokenizer import load_tokenizer
+
+pytest_plugins = ["tiny_llm_fixtures"]
 
 N, D_ENC = 4, 12  # video tokens per clip, encoder width
 
@@ -31,7 +32,7 @@ def _model(llm_dir: Path, *, lora: bool = False, projector: str = "mlp2x_gelu") 
 
 
 @pytest.fixture()
-def builder(tiny_llm_dir: Path) -> PromptBuilder:  # noqa: F811
+def builder(tiny_llm_dir: Path) -> PromptBuilder:
     return PromptBuilder(load_tokenizer(tiny_llm_dir), num_video_tokens=N)
 
 
@@ -53,7 +54,7 @@ def test_projectors_map_encoder_width_to_llm_width(name: str):
         build_projector("qformer", D_ENC, 64)
 
 
-def test_placeholders_are_replaced_by_projected_tokens_in_order(tiny_llm_dir: Path, builder: PromptBuilder):  # noqa: F811
+def test_placeholders_are_replaced_by_projected_tokens_in_order(tiny_llm_dir: Path, builder: PromptBuilder):
     model = _model(tiny_llm_dir)
     batch = _batch(builder)
     video = torch.randn(2, N, D_ENC)
@@ -67,7 +68,7 @@ def test_placeholders_are_replaced_by_projected_tokens_in_order(tiny_llm_dir: Pa
     assert torch.equal(embeds[~is_video], plain[~is_video])
 
 
-def test_padding_with_the_placeholder_id_is_not_a_video_token(tiny_llm_dir: Path, builder: PromptBuilder):  # noqa: F811
+def test_padding_with_the_placeholder_id_is_not_a_video_token(tiny_llm_dir: Path, builder: PromptBuilder):
     model = _model(tiny_llm_dir)
     batch = pad_batch([builder.encode(Turn("q", "a")), builder.encode(Turn("a longer question", "b"))], 0)
     assert (batch["input_ids"][0] == 0).sum() > N  # pads share the placeholder id
@@ -76,7 +77,7 @@ def test_padding_with_the_placeholder_id_is_not_a_video_token(tiny_llm_dir: Path
         model.embed(batch["input_ids"], torch.randn(2, N, D_ENC))  # without the mask the pads would count
 
 
-def test_count_mismatches_fail_loudly(tiny_llm_dir: Path, builder: PromptBuilder):  # noqa: F811
+def test_count_mismatches_fail_loudly(tiny_llm_dir: Path, builder: PromptBuilder):
     model = _model(tiny_llm_dir)
     batch = _batch(builder)
     with pytest.raises(VideoTokenMismatchError, match=f"sample 0 has {N} .* N={N + 1}"):
@@ -91,7 +92,7 @@ def test_count_mismatches_fail_loudly(tiny_llm_dir: Path, builder: PromptBuilder
         model(batch["input_ids"], batch["attention_mask"], bad_labels, torch.randn(2, N, D_ENC))
 
 
-def test_stage_a_trains_the_projector_only(tiny_llm_dir: Path, builder: PromptBuilder):  # noqa: F811
+def test_stage_a_trains_the_projector_only(tiny_llm_dir: Path, builder: PromptBuilder):
     model = _model(tiny_llm_dir)
     batch = _batch(builder)
     out = model(**batch, video_features=torch.randn(2, N, D_ENC))
@@ -101,7 +102,7 @@ def test_stage_a_trains_the_projector_only(tiny_llm_dir: Path, builder: PromptBu
     assert not any(p.requires_grad for p in model.llm.parameters())
 
 
-def test_stage_b_trains_projector_and_lora(tiny_llm_dir: Path, builder: PromptBuilder):  # noqa: F811
+def test_stage_b_trains_projector_and_lora(tiny_llm_dir: Path, builder: PromptBuilder):
     model = _model(tiny_llm_dir, lora=True)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith("projector.") or "lora_" in n for n in trainable)
@@ -111,7 +112,7 @@ def test_stage_b_trains_projector_and_lora(tiny_llm_dir: Path, builder: PromptBu
     assert not any(p.requires_grad for p in model.parameters())
 
 
-def test_save_and_load_round_trip(tmp_path: Path, tiny_llm_dir: Path, builder: PromptBuilder):  # noqa: F811
+def test_save_and_load_round_trip(tmp_path: Path, tiny_llm_dir: Path, builder: PromptBuilder):
     model = _model(tiny_llm_dir, lora=True, projector="linear")
     with torch.no_grad():
         for name, p in model.llm.named_parameters():
@@ -140,7 +141,7 @@ def test_save_and_load_round_trip(tmp_path: Path, tiny_llm_dir: Path, builder: P
     }
 
 
-def test_greedy_generation_streams_the_argmax_continuation(tiny_llm_dir: Path, builder: PromptBuilder):  # noqa: F811
+def test_greedy_generation_streams_the_argmax_continuation(tiny_llm_dir: Path, builder: PromptBuilder):
     model = _model(tiny_llm_dir).eval()
     video = torch.randn(1, N, D_ENC)
     prompt = builder.encode(Turn("What move is this?"))
@@ -163,7 +164,7 @@ def test_greedy_generation_streams_the_argmax_continuation(tiny_llm_dir: Path, b
     assert text == builder.tokenizer.decode(new, skip_special_tokens=True)
 
 
-def test_sampling_is_seeded_and_errors_reach_the_consumer(tiny_llm_dir: Path, builder: PromptBuilder):  # noqa: F811
+def test_sampling_is_seeded_and_errors_reach_the_consumer(tiny_llm_dir: Path, builder: PromptBuilder):
     model = _model(tiny_llm_dir).eval()
     video = torch.randn(1, N, D_ENC)
     sampled = GenerationOptions(max_new_tokens=5, do_sample=True, temperature=1.0, seed=7)

@@ -66,7 +66,7 @@ def test_warmup_then_cosine() -> None:
 
 
 def test_grouped_optimizer_state_survives_a_checkpoint(model) -> None:
-    from sefar_encoder.checkpoint import flatten_optimizer, unflatten_optimizer
+    from sefar_encoder.runtime.checkpoint import flatten_optimizer, unflatten_optimizer
 
     cfg = OptimConfig(name="adamw", lr=1e-3, layer_decay=0.7)
     opt = build_optimizer(cfg, model, [])

@@ -2,12 +2,11 @@
 equal the training loss of the same answers."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from tiny_llm_fixtures import tiny_llm_dir  # noqa: F401
+from conftest import load_script
 
 from mllm.language_model import LLMConfig
 from mllm.multimodal_model import MultimodalConfig, MultimodalModel
@@ -22,7 +21,8 @@ from mllm.option_scoring import (
 from mllm.prompting import IGNORE_INDEX, PromptBuilder, Turn
 from mllm.tokenizer import load_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
+pytest_plugins = ["tiny_llm_fixtures"]
+
 N, D_ENC = 6, 16
 QUESTION = (
     "What gymnastics move is this athlete performing? A.salto B.split jump C.switch leap D.giant circle"
@@ -31,7 +31,7 @@ OPTIONS = ["A.salto", "B.split jump", "C.switch leap with 0.5 turn", "D.giant ci
 
 
 @pytest.fixture()
-def setup(tiny_llm_dir: Path) -> tuple[MultimodalModel, PromptBuilder, torch.Tensor]:  # noqa: F811
+def setup(tiny_llm_dir: Path) -> tuple[MultimodalModel, PromptBuilder, torch.Tensor]:
     torch.manual_seed(0)
     cfg = MultimodalConfig(llm=LLMConfig(name_or_path=str(tiny_llm_dir)))
     model = MultimodalModel.build(cfg, video_token_id=0, encoder_dim=D_ENC).eval()
@@ -92,12 +92,8 @@ def test_bad_inputs(setup):
         score_options(model.llm, prefix[:1], [[1]], method="beam")
 
 
-def test_benchmark_script_prints_the_speedup_json(tiny_llm_dir: Path, capsys: pytest.CaptureFixture[str]):  # noqa: F811
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import bench_option_scoring
-    finally:
-        sys.path.pop(0)
+def test_benchmark_script_prints_the_speedup_json(tiny_llm_dir: Path, capsys: pytest.CaptureFixture[str]):
+    bench_option_scoring = load_script("bench_option_scoring")
     threads = torch.get_num_threads()
     try:  # the script pins torch to 1 thread (its default --threads): give later tests theirs back
         assert (

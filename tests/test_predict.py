@@ -4,6 +4,7 @@ list classified correctly, CSV output, exit codes, the same tensors as the data 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,24 +12,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from demo_fixtures import fitted_encoder, synthgym_clips  # noqa: F401
-from mllm_run_fixtures import SCRIPTS, load_script
+from conftest import SCRIPTS, load_script
 from video_fixtures import write_clip
 
 from gym_qa.lists import ListEntry
+from sefar_encoder.clip_inputs import ClipInput, InputError, read_inputs
 from sefar_encoder.dataset import VideoClipDataset
 from sefar_encoder.decoding import DecodeError
 from sefar_encoder.model.presets import build_encoder
-from sefar_encoder.prediction import (
-    ClipInput,
-    InputError,
-    Prediction,
-    PredictionFailure,
-    Predictor,
-    read_inputs,
-)
+from sefar_encoder.prediction import ClipPrediction, PredictionFailure, Predictor
 from sefar_encoder.transforms import AugmentConfig
 
+pytest_plugins = ["demo_fixtures"]  # fitted_encoder, synthgym_clips
 predict_cli = load_script("predict")
 
 
@@ -101,7 +96,7 @@ def test_folder_with_bad_files_exit_code_2_and_csv(tiny_encoder, clip_folder, tm
     assert bad["error"].startswith("cannot decode video") and bad["top1_label"] == ""
 
 
-def test_labeled_list_all_correct_exit_code_0(fitted_encoder, synthgym_clips, tmp_path, capsys):  # noqa: F811
+def test_labeled_list_all_correct_exit_code_0(fitted_encoder, synthgym_clips, tmp_path, capsys):
     out = tmp_path / "p.jsonl"
     args = ["--encoder", str(fitted_encoder), "--inputs", str(synthgym_clips["list"]), "--out", str(out)]
     assert predict_cli.main([*args, "--top-k", "3", "--quiet", "--batch-size", "5"]) == 0
@@ -117,7 +112,7 @@ def test_labeled_list_all_correct_exit_code_0(fitted_encoder, synthgym_clips, tm
     assert "top-1 100.0%, top-3 100.0%" in capsys.readouterr().err
 
 
-def test_csv_set_and_event_columns_match_the_json_records(fitted_encoder, synthgym_clips, tmp_path):  # noqa: F811
+def test_csv_set_and_event_columns_match_the_json_records(fitted_encoder, synthgym_clips, tmp_path):
     out = tmp_path / "p.jsonl"
     args = ["--encoder", str(fitted_encoder), "--inputs", str(synthgym_clips["list"]), "--out", str(out)]
     assert predict_cli.main([*args, "--csv", "--quiet"]) == 0
@@ -178,7 +173,7 @@ def test_predictor_matches_the_eval_dataset_and_keeps_frames(tiny_encoder, clip_
         augment=AugmentConfig(),
     )
     sample = dataset[0]
-    assert torch.equal(predictor.pipeline.load(path).video, sample["video"])  # one preprocessing path
+    assert torch.equal(predictor.load(path).video, sample["video"])  # one preprocessing path
     prediction = predictor.predict(path)
     assert prediction.frame_indices == [v.tolist() for v in sample["frame_indices"][0].split([2, 2, 4])]
     assert [f.shape for f in prediction.frames] == [(2, 48, 64, 3), (2, 48, 64, 3), (4, 48, 64, 3)]
@@ -190,8 +185,21 @@ def test_predictor_matches_the_eval_dataset_and_keeps_frames(tiny_encoder, clip_
     with pytest.raises(DecodeError, match="0 bytes"):
         predictor.predict(clip_folder / "e_empty.mp4")
     batch = list(predictor.predict_many([path, clip_folder / "d_text.mp4"], batch_size=2))
-    assert isinstance(batch[0], Prediction) and isinstance(batch[1], PredictionFailure)
+    assert isinstance(batch[0], ClipPrediction) and isinstance(batch[1], PredictionFailure)
     assert [s.label for s in batch[0].top_k] == [s.label for s in prediction.top_k]
+
+
+def test_predictor_normalises_as_the_export_records(tmp_path, clip_folder):
+    torch.manual_seed(0)
+    encoder = build_encoder("timesformer_tiny_p16_64", num_classes=6, views=(2, 2, 4))
+    encoder.preprocessing = dataclasses.replace(encoder.preprocessing, mean=(0.5, 0.5, 0.5), std=(0.25,) * 3)
+    predictor = Predictor(encoder.save_pretrained(tmp_path / "encoder"))
+    path = clip_folder / "c_long.mp4"
+    augment = AugmentConfig(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    dataset = VideoClipDataset(
+        [ListEntry(path, 0, 1, str(path))], None, "eval", image_size=64, augment=augment
+    )
+    assert torch.equal(predictor.load(path).video, dataset[0]["video"])
 
 
 @pytest.mark.slow

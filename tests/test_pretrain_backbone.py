@@ -8,10 +8,11 @@ import json
 
 import pytest
 import torch
-from synthgym_fixtures import load_script
 
-pretrain = load_script("pretrain_image_backbone")
-PART_NAMES = [name for name, _ in pretrain.PARTS]
+from gym_qa.synthgym.athlete import PARTS
+from sefar_encoder import frame_pretraining as pretrain
+
+PART_NAMES = [name for name, _ in PARTS]
 
 
 def _batch(n: int) -> dict[str, torch.Tensor]:

@@ -6,12 +6,13 @@ import json
 
 import pytest
 import torch
-from synthgym_fixtures import load_script, synthgym_tiny  # noqa: F401  (fixture)
+from conftest import load_script
 
+pytest_plugins = ["synthgym_fixtures"]
 probe = load_script("probe_backbone")
 
 
-def test_probe_writes_both_readouts(synthgym_tiny, tmp_path) -> None:  # noqa: F811
+def test_probe_writes_both_readouts(synthgym_tiny, tmp_path) -> None:
     out = tmp_path / "probe.json"
     rc = probe.main(
         [

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import sentencepiece as spm
 import torch
-from tiny_llm_fixtures import any_tokenizer_dir, mistral_tokenizer_dir, tiny_llm_dir  # noqa: F401
 
 from mllm.prompting import (
     IGNORE_INDEX,
@@ -21,6 +20,8 @@ from mllm.prompting import (
 )
 from mllm.tokenizer import encode_fragment, load_tokenizer
 
+pytest_plugins = ["tiny_llm_fixtures"]
+
 SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
     "detailed, and polite answers to the user's questions."
@@ -31,7 +32,7 @@ N = 5  # video tokens
 
 
 @pytest.fixture()
-def builder(any_tokenizer_dir: Path) -> PromptBuilder:  # noqa: F811
+def builder(any_tokenizer_dir: Path) -> PromptBuilder:
     return PromptBuilder(load_tokenizer(any_tokenizer_dir), num_video_tokens=N)
 
 
@@ -86,7 +87,7 @@ def test_video_placeholder_is_n_masked_ids_after_user_prefix(builder: PromptBuil
     assert builder.tokenizer.convert_ids_to_tokens(after) == "<0x0A>"  # "\n", no dummy-prefix "▁" before it
 
 
-def test_segments_equal_tokenising_the_whole_text(builder: PromptBuilder, any_tokenizer_dir: Path):  # noqa: F811
+def test_segments_equal_tokenising_the_whole_text(builder: PromptBuilder, any_tokenizer_dir: Path):
     sp = spm.SentencePieceProcessor(model_file=str(any_tokenizer_dir / "tokenizer.model"))
     text_only = PromptBuilder(builder.tokenizer, num_video_tokens=0)
     prompt = text_only.encode([Turn(QUESTION, ANSWER), Turn("And then?")])
@@ -137,7 +138,7 @@ def test_only_the_last_turn_may_be_unanswered(builder: PromptBuilder):
         builder.encode([Turn(QUESTION), Turn("more?", "no")])
 
 
-def test_video_token_resolution(mistral_tokenizer_dir: Path):  # noqa: F811
+def test_video_token_resolution(mistral_tokenizer_dir: Path):
     tokenizer = load_tokenizer(mistral_tokenizer_dir)
     assert resolve_video_token_id(tokenizer) == 0
     assert resolve_video_token_id(tokenizer, "<0x00>") == 3

@@ -1,4 +1,5 @@
-"""The Gym-QA experiment runner (mllm/gymqa_experiment.py) and scripts/quickstart.py.
+"""The Gym-QA job runner (scripts/bench_gymqa.py's run_job over mllm/gymqa_experiment.py) and
+scripts/quickstart.py (its report: mllm/quickstart_report.py).
 
 Fast: one job on the 16-clip MLLM fixture — every step runs once, a second call skips them all, another
 encoder in the same folder makes every step run again, and the result's numbers are the reports'.
@@ -15,12 +16,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mllm_run_fixtures import mllm_data, write_config  # noqa: F401
-from synthgym_fixtures import TINY_OVERRIDES, load_script, synthgym_tiny  # noqa: F401
-from tiny_llm_fixtures import tiny_llm_dir  # noqa: F401
+from conftest import load_script
+from mllm_run_fixtures import write_config
+from synthgym_fixtures import TINY_OVERRIDES
 
-from mllm.gymqa_experiment import GymQAJob, make_test_questions, run_job
+from mllm.gymqa_experiment import GymQAJob
+from mllm.quickstart_report import MODE_TITLES
 
+pytest_plugins = ["mllm_run_fixtures", "synthgym_fixtures", "tiny_llm_fixtures"]
+bench = load_script("bench_gymqa")
 quickstart = load_script("quickstart")
 
 
@@ -28,16 +32,16 @@ def mtimes(folder: Path) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file() and p.name != "result.json"}
 
 
-def test_experiment_runner_skips_done_steps_and_redoes_stale_ones(mllm_data, tiny_llm_dir, tmp_path):  # noqa: F811
+def test_experiment_runner_skips_done_steps_and_redoes_stale_ones(mllm_data, tiny_llm_dir, tmp_path):
     config = write_config(tmp_path / "stages.yaml", mllm_data, tiny_llm_dir, tmp_path / "unused",
                           align={"max_steps": 2}, instruct={"max_steps": 2})  # fmt: skip
-    questions = make_test_questions(mllm_data["root"], tmp_path / "questions.json", ["what"], "uniform")
+    questions = bench.make_test_questions(mllm_data["root"], tmp_path / "questions.json", ["what"], "uniform")
     job = GymQAJob(encoder="sefar", weights=str(mllm_data["encoder"]), data_root=str(mllm_data["root"]),
                    llm=str(tiny_llm_dir), questions=str(questions), config=str(config),
                    out_dir=str(tmp_path / "job"), cache_root=str(tmp_path / "features"),
                    overrides=["data.label_rate=5"], progress=False, max_new_tokens=4)  # fmt: skip
     logs: list[str] = []
-    result = run_job(job, log=logs.append)
+    result = bench.run_job(job, log=logs.append)
     assert all(isinstance(s, float) for s in result["seconds"].values())
     assert list(result["seconds"]) == ["features", "align", "instruct", "eval", "classifier4"]
     # the result's numbers are the evaluator reports', and result.json holds the same
@@ -54,14 +58,14 @@ def test_experiment_runner_skips_done_steps_and_redoes_stale_ones(mllm_data, tin
     assert result["instruct"]["steps"] == instruct["steps"] == 2
 
     before = mtimes(tmp_path / "job")
-    again = run_job(job, log=logs.append)
+    again = bench.run_job(job, log=logs.append)
     assert all(s is None for s in again["seconds"].values()) and again["accuracy"] == result["accuracy"]
     assert mtimes(tmp_path / "job") == before
     assert sum("done before, skipped" in line for line in logs) == 5
 
     # other encoder weights in the same folder: the outputs are stale, every step runs again
     other = GymQAJob(**{**job.__dict__, "weights": str(mllm_data["other_encoder"])})
-    redone = run_job(other, log=logs.append)
+    redone = bench.run_job(other, log=logs.append)
     assert all(isinstance(s, float) for s in redone["seconds"].values())
     assert any("inputs changed (encoder_fingerprint" in line for line in logs)
     recorded = json.loads((tmp_path / "job" / "job.json").read_text())
@@ -96,7 +100,7 @@ def tiny_configs(folder: Path) -> dict[str, Path]:
 def report_numbers(report: str) -> dict[str, float]:
     """The mode rows of report.md's SeFAR vs framepool table: {mode: (sefar %, framepool %)}."""
     rows = {}
-    for mode, title in quickstart.MODE_TITLES.items():
+    for mode, title in MODE_TITLES.items():
         m = re.search(rf"^\| {re.escape(title)} \| ([\d.–]+) \| ([\d.–]+) \|", report, re.MULTILINE)
         assert m, f"no row for {mode}"
         rows[mode] = tuple(None if v == "–" else float(v) for v in m.groups())
@@ -104,7 +108,7 @@ def report_numbers(report: str) -> dict[str, float]:
 
 
 @pytest.mark.slow
-def test_quickstart_on_synthgym_tiny(synthgym_tiny, tmp_path, capsys):  # noqa: F811
+def test_quickstart_on_synthgym_tiny(synthgym_tiny, tmp_path, capsys):
     data = tmp_path / "synthgym-tiny"
     shutil.copytree(synthgym_tiny.root, data, ignore=shutil.ignore_patterns("backbones"))
     cfg = tiny_configs(tmp_path / "configs")

@@ -1,4 +1,4 @@
-"""Safe loading (Reliability §3): nothing the toolkit reads can run code.
+"""Safe loading (docs/reliability.md, "Safe loading"): nothing the toolkit reads can run code.
 
 Over the code base (``sefar_encoder``, ``mllm``, ``gym_qa``, ``scripts``), by the syntax tree: no pickle
 (nor dill/joblib/shelve), ``torch.load`` only with ``weights_only=True``, YAML only through
@@ -11,7 +11,6 @@ is a sentencepiece protobuf (parsed here as one), not a pickle; it stays in the 
 copied into run folders. Each check is shown to fail on planted offenders.
 """
 
-# ruff: noqa: F811  (pytest fixtures imported from the fixture modules are parameters of the tests)
 from __future__ import annotations
 
 import ast
@@ -20,11 +19,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from mllm_run_fixtures import load_script, mllm_data, trained_mllm  # noqa: F401
-from synthgym_fixtures import synthgym_tiny, tiny_train_config  # noqa: F401
-from tiny_llm_fixtures import tiny_llm_dir  # noqa: F401
+from conftest import REPO, load_script
+from synthgym_fixtures import tiny_train_config
 
-REPO = Path(__file__).resolve().parents[1]
+pytest_plugins = ["mllm_run_fixtures", "synthgym_fixtures", "tiny_llm_fixtures"]
 SCANNED = ("sefar_encoder", "mllm", "gym_qa", "scripts")
 PICKLE_MODULES = {"pickle", "_pickle", "cPickle", "cloudpickle", "dill", "joblib", "shelve"}
 SAFE_YAML = {"safe_load", "safe_load_all", "safe_dump", "safe_dump_all", "YAMLError"}

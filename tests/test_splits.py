@@ -1,17 +1,16 @@
-"""Label-rate splits: nested, stratified, disjoint, deterministic; the SPEC §1.1 layout; val/test refusals."""
+"""Label-rate splits: nested, stratified, disjoint, deterministic; the data set layout
+(docs/DESIGN.md §List files and splits); val/test refusals."""
 
 import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import FINEGYM_DIR
+from conftest import FINEGYM_DIR, load_script
 
 from gym_qa.finegym import read_element_list
 from gym_qa.lists import read_list, write_list
 from gym_qa.splits import SplitError, build_label_splits, labeled_count, make_split_dir
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 def long_tail_labels() -> list[int]:
@@ -124,10 +123,8 @@ def test_refuses_same_or_overlapping_val_test_and_duplicates(tmp_path: Path):
 
 
 def test_make_splits_script(tmp_path: Path, capsys):
-    import runpy
-
     pool, val, test = make_lists(tmp_path)
-    main = runpy.run_path(str(SCRIPTS / "make_splits.py"))["main"]
+    main = load_script("make_splits").main
     assert (
         main(
             [

@@ -10,6 +10,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from conftest import SCRIPTS, load_script
 
 from gym_qa.lists import read_list
 from gym_qa.synthgym.athlete import capsules
@@ -316,8 +317,15 @@ def test_script_help() -> None:
     import subprocess
     import sys
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "make_synthgym.py"
+    script = SCRIPTS / "make_synthgym.py"
     out = subprocess.run(
         [sys.executable, str(script), "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "--preset" in out and "--difficulty" in out and "--style" in out and "bench" in out
+
+
+def test_script_help_shows_percent_signs(capsys) -> None:
+    with pytest.raises(SystemExit):
+        load_script("make_synthgym").parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert "5/10/20/100 % label-rate" in " ".join(out.split()) and "%%" not in out

@@ -11,6 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from conftest import load_script
 
 from gym_qa.finegym import parse_clip_id
 from gym_qa.synthgym.apparatus import apparatus_for
@@ -232,8 +233,6 @@ def test_legible_trimmed_dataset_end_to_end(tmp_path: Path) -> None:
 
 
 def test_script_style_flag(tmp_path: Path) -> None:
-    from synthgym_fixtures import load_script
-
     script = load_script("make_synthgym")
     assert script.parse_args(["--out", str(tmp_path)]).style is None  # the preset's
     assert script.parse_args(["--out", str(tmp_path), "--style", "legible"]).style == "legible"

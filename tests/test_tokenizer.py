@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import sentencepiece as spm
-from tiny_llm_fixtures import any_tokenizer_dir, mistral_tokenizer_dir, tiny_llm_dir  # noqa: F401
 from transformers import LlamaTokenizer
 
 from mllm.tokenizer import (
@@ -17,6 +16,8 @@ from mllm.tokenizer import (
     load_tokenizer,
     save_tokenizer,
 )
+
+pytest_plugins = ["tiny_llm_fixtures"]
 
 KNOWN = "USER: <video>\nWhat gymnastics move is this athlete performing? A.salto backward tucked B.split jump"
 # Strings where transformers 5.23's converted LlamaTokenizer disagrees with sentencepiece (runs of spaces,
@@ -28,7 +29,7 @@ def _sp(directory: Path) -> spm.SentencePieceProcessor:
     return spm.SentencePieceProcessor(model_file=str(directory / "tokenizer.model"))
 
 
-def test_ids_equal_sentencepiece_for_both_tokenizers(any_tokenizer_dir: Path):  # noqa: F811
+def test_ids_equal_sentencepiece_for_both_tokenizers(any_tokenizer_dir: Path):
     sp = _sp(any_tokenizer_dir)
     tokenizer = load_tokenizer(any_tokenizer_dir)
     assert isinstance(tokenizer, SentencePieceLlamaTokenizer)
@@ -43,7 +44,7 @@ def test_ids_equal_sentencepiece_for_both_tokenizers(any_tokenizer_dir: Path):  
         assert tokenizer.decode(ids, skip_special_tokens=True) == sp.decode(sp.encode(text)), text
 
 
-def test_vocab_sizes_and_golden_ids(tiny_llm_dir: Path, mistral_tokenizer_dir: Path):  # noqa: F811
+def test_vocab_sizes_and_golden_ids(tiny_llm_dir: Path, mistral_tokenizer_dir: Path):
     mistral = load_tokenizer(mistral_tokenizer_dir)
     assert len(mistral) == 32000
     # Stored constants: the v1 model is a fixed file, so these ids pin the whole code path.
@@ -54,7 +55,7 @@ def test_vocab_sizes_and_golden_ids(tiny_llm_dir: Path, mistral_tokenizer_dir: P
     assert len(tiny) == _sp(tiny_llm_dir).get_piece_size() <= 400
 
 
-def test_eos_string_in_text_is_the_eos_id_and_decode_keeps_it(mistral_tokenizer_dir: Path):  # noqa: F811
+def test_eos_string_in_text_is_the_eos_id_and_decode_keeps_it(mistral_tokenizer_dir: Path):
     tokenizer = load_tokenizer(mistral_tokenizer_dir)
     ids = tokenizer("a</s>b")["input_ids"]
     assert ids == [1, 264, 2, 287]  # each chunk is encoded as sentencepiece encodes it alone: "▁b"
@@ -62,7 +63,7 @@ def test_eos_string_in_text_is_the_eos_id_and_decode_keeps_it(mistral_tokenizer_
     assert tokenizer.decode(ids, skip_special_tokens=True) == "a b"
 
 
-def test_encode_fragment_has_no_dummy_prefix_in_mid_text(any_tokenizer_dir: Path):  # noqa: F811
+def test_encode_fragment_has_no_dummy_prefix_in_mid_text(any_tokenizer_dir: Path):
     sp = _sp(any_tokenizer_dir)
     tokenizer = load_tokenizer(any_tokenizer_dir)
     assert encode_fragment(tokenizer, "What move", at_start=True) == sp.encode("What move")
@@ -75,7 +76,7 @@ def test_encode_fragment_has_no_dummy_prefix_in_mid_text(any_tokenizer_dir: Path
     assert encode_fragment(tokenizer, "", at_start=False) == []
 
 
-def test_bos_eos_behaviour_is_set_by_the_call_not_the_directory(tmp_path: Path, tiny_llm_dir: Path):  # noqa: F811
+def test_bos_eos_behaviour_is_set_by_the_call_not_the_directory(tmp_path: Path, tiny_llm_dir: Path):
     directory = tmp_path / "tok"
     shutil.copytree(tiny_llm_dir, directory)
     config_path = directory / "tokenizer_config.json"
@@ -87,7 +88,7 @@ def test_bos_eos_behaviour_is_set_by_the_call_not_the_directory(tmp_path: Path, 
     assert with_eos("a")["input_ids"][0] != 1 and with_eos("a")["input_ids"][-1] == 2
 
 
-def test_save_tokenizer_writes_vicuna_style_config(tmp_path: Path, mistral_tokenizer_dir: Path):  # noqa: F811
+def test_save_tokenizer_writes_vicuna_style_config(tmp_path: Path, mistral_tokenizer_dir: Path):
     save_tokenizer(load_tokenizer(mistral_tokenizer_dir), tmp_path)
     config = json.loads((tmp_path / "tokenizer_config.json").read_text())
     assert config["tokenizer_class"] == "LlamaTokenizer"
@@ -100,7 +101,7 @@ def test_save_tokenizer_writes_vicuna_style_config(tmp_path: Path, mistral_token
 
 def test_directory_without_sentencepiece_model_goes_through_autotokenizer(
     tmp_path: Path,
-    tiny_llm_dir: Path,  # noqa: F811
+    tiny_llm_dir: Path,
 ):
     # A tokenizer.json-only directory (how byte-level BPE LLMs ship): the AutoTokenizer path.
     LlamaTokenizer.from_pretrained(tiny_llm_dir).save_pretrained(tmp_path)

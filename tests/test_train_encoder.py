@@ -1,4 +1,4 @@
-"""Encoder training end to end on SynthGym tiny (``sefar_encoder.training``): every method trains,
+"""Encoder training end to end on SynthGym tiny (``scripts/train_encoder.py``): every method trains,
 checkpoints, exports, evaluates and reports; the command line's (scripts/train_encoder.py) exit codes and
 error messages."""
 
@@ -13,15 +13,15 @@ import sys
 from pathlib import Path
 
 import pytest
-import synthgym_fixtures
 import torch
-from synthgym_fixtures import load_script, tiny_cli_args, tiny_train_config
+from conftest import REPO, SCRIPTS, load_script
+from synthgym_fixtures import tiny_cli_args, tiny_train_config
 
 from gym_qa.hierarchy import Hierarchy
-from sefar_encoder import training
-from sefar_encoder.checkpoint import latest_checkpoint, load_checkpoint
 from sefar_encoder.model import SeFAREncoder
-from sefar_encoder.run_state import epoch_line
+from sefar_encoder.run_state import entropy_of_histogram, epoch_line
+from sefar_encoder.runtime.checkpoint import latest_checkpoint, load_checkpoint
+from sefar_encoder.training_config import EncoderTrainConfig, optimizer_steps_per_epoch
 
 ALLOWED_SUFFIXES = {".safetensors", ".json", ".jsonl", ".yaml", ".png", ".md"}
 
@@ -42,12 +42,12 @@ METHODS = {
     ),
 }
 
-synthgym_tiny = synthgym_fixtures.synthgym_tiny  # the shared session fixture, used here
+pytest_plugins = ["synthgym_fixtures"]  # synthgym_tiny
 
 
 @pytest.fixture
 def train():
-    return training
+    return load_script("train_encoder")
 
 
 @pytest.fixture
@@ -198,11 +198,11 @@ def test_a_run_refused_for_its_input_leaves_the_previous_run_alone(tmp_path, cap
 
 
 def test_pseudo_label_entropy_of_a_collapse_is_a_positive_zero():
-    entropy = training.entropy_of_histogram([0, 7, 0])  # every pseudo-label on one class
+    entropy = entropy_of_histogram([0, 7, 0])  # every pseudo-label on one class
     assert entropy == 0.0 and math.copysign(1.0, entropy) == 1.0
     line = epoch_line({"epoch": 1, "train": {"pseudo_label_entropy": entropy}})
     assert "pseudo-label entropy 0.000" in line
-    assert training.entropy_of_histogram([3, 3, 3]) == pytest.approx(1.0)
+    assert entropy_of_histogram([3, 3, 3]) == pytest.approx(1.0)
 
 
 def nan_steps(monkeypatch, train, bad_calls: set[int]) -> None:
@@ -245,14 +245,14 @@ def test_ssl_method_without_unlabeled_clips_is_a_clear_error(synthgym_tiny, tmp_
     assert "needs unlabeled clips" in capsys.readouterr().err
 
 
-def test_every_method_trains_as_many_steps_per_epoch(train):
+def test_every_method_trains_as_many_steps_per_epoch():
     # steps_per_epoch=0: one pass over the unlabeled pool, counted even for methods that never read it
-    cfg = train.TrainConfig()  # B_l = 8, ratio 3
-    assert train.optimizer_steps_per_epoch(cfg, num_labeled=100, num_unlabeled=2400) == 100
-    assert train.optimizer_steps_per_epoch(cfg, num_labeled=100, num_unlabeled=0) == 12  # 100 % labels
-    assert train.optimizer_steps_per_epoch(cfg, num_labeled=3, num_unlabeled=5) == 1
+    cfg = EncoderTrainConfig()  # B_l = 8, ratio 3
+    assert optimizer_steps_per_epoch(cfg, num_labeled=100, num_unlabeled=2400) == 100
+    assert optimizer_steps_per_epoch(cfg, num_labeled=100, num_unlabeled=0) == 12  # 100 % labels
+    assert optimizer_steps_per_epoch(cfg, num_labeled=3, num_unlabeled=5) == 1
     cfg.steps_per_epoch = 7
-    assert train.optimizer_steps_per_epoch(cfg, num_labeled=100, num_unlabeled=2400) == 7
+    assert optimizer_steps_per_epoch(cfg, num_labeled=100, num_unlabeled=2400) == 7
 
 
 def test_bad_override_is_a_clear_error(tmp_path, capsys, cli):
@@ -312,7 +312,7 @@ def test_two_processes_train_like_one(synthgym_tiny, tmp_path):
         "log_every_step=true",
         "deterministic=true",
     ]
-    script = str(synthgym_fixtures.SCRIPTS / "train_encoder.py")
+    script = str(SCRIPTS / "train_encoder.py")
     accelerate = str(Path(sys.executable).parent / "accelerate")
     runs = {
         "one": ([sys.executable, script], {}),
@@ -327,7 +327,7 @@ def test_two_processes_train_like_one(synthgym_tiny, tmp_path):
         args = tiny_cli_args(synthgym_tiny, tmp_path / name, *common)
         proc = subprocess.run(  # noqa: PLW1510 - the return code is asserted below
             [*cmd, *args],
-            cwd=synthgym_fixtures.REPO,
+            cwd=REPO,
             env={**os.environ, **env},
             capture_output=True,
             text=True,

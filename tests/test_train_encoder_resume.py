@@ -17,26 +17,25 @@ import time
 from pathlib import Path
 
 import pytest
-import synthgym_fixtures
 import torch
+from conftest import REPO, SCRIPTS, load_script
 from synthgym_fixtures import (
-    REPO,
     RESUME_COMMON,
     RESUME_THREADS,
-    load_script,
     resume_reference,
     tiny_cli_args,
     tiny_train_config,
 )
 
-from sefar_encoder import training
-from sefar_encoder.checkpoint import TMP_PREFIX, latest_checkpoint, load_checkpoint
-from sefar_encoder.config import ConfigError
+from sefar_encoder.runtime.atomic import TMP_PREFIX
+from sefar_encoder.runtime.checkpoint import latest_checkpoint, load_checkpoint
+from sefar_encoder.runtime.config import ConfigError
+from sefar_encoder.runtime.lifecycle import StopRequested
 
 COMMON = RESUME_COMMON
 VOLATILE = {"seconds", "minutes"}  # wall-clock fields: the only ones allowed to differ
 
-synthgym_tiny = synthgym_fixtures.synthgym_tiny  # the shared session fixture, used here
+pytest_plugins = ["synthgym_fixtures"]  # synthgym_tiny
 
 
 THREADS = RESUME_THREADS  # bitwise-equal results need the same intra-op thread count in every run
@@ -53,7 +52,7 @@ def pinned_threads():
 
 @pytest.fixture(scope="module")
 def train():
-    return training
+    return load_script("train_encoder")
 
 
 def comparable(obj):
@@ -106,7 +105,7 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(
     cfg = tiny_train_config(synthgym_tiny, run_dir, *COMMON)
     previous = signal.getsignal(signal.SIGTERM)
     sigterm_at_call(monkeypatch, train, "ssl_step", 1)  # the first SSL step: epoch 2, micro-step 3
-    with pytest.raises(train.StopRequested):
+    with pytest.raises(StopRequested):
         train.run(cfg)
     assert signal.getsignal(signal.SIGTERM) is previous  # the run's handler does not outlive it
     ckpt = latest_checkpoint(run_dir)
@@ -167,7 +166,7 @@ def test_sigterm_to_subprocess_exits_143_and_resumes(synthgym_tiny, train, refer
     args = tiny_cli_args(synthgym_tiny, run_dir, *COMMON)
     env = {**os.environ, "OMP_NUM_THREADS": str(THREADS)}
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "scripts" / "train_encoder.py"), *args],
+        [sys.executable, str(SCRIPTS / "train_encoder.py"), *args],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -207,7 +206,7 @@ def test_resume_with_loader_workers_matches_in_process_loading(
     assert_same_run(tmp_path / "uninterrupted", reference)
     cfg = tiny_train_config(synthgym_tiny, tmp_path / "interrupted", *workers)
     sigterm_at_call(monkeypatch, train, "ssl_step", 2)
-    with pytest.raises(train.StopRequested):
+    with pytest.raises(StopRequested):
         train.run(cfg)
     monkeypatch.undo()
     train.run(cfg, resume=True)
@@ -233,7 +232,7 @@ def test_freematch_thresholds_survive_a_mid_epoch_resume(synthgym_tiny, train, t
     run_dir = tmp_path / "run"
     cfg = tiny_train_config(synthgym_tiny, run_dir, *common)
     sigterm_at_call(monkeypatch, train, "ssl_step", 1)  # the first SSL step: epoch 2, micro-step 3
-    with pytest.raises(train.StopRequested):
+    with pytest.raises(StopRequested):
         train.run(cfg)
     monkeypatch.undo()
     _, state = load_checkpoint(latest_checkpoint(run_dir))

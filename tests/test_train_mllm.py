@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mllm_run_fixtures import SCRIPTS, load_script, mllm_data, write_config  # noqa: F401
+from conftest import REPO, SCRIPTS, load_script
+from mllm_run_fixtures import write_config
 from safetensors.torch import load_file
-from tiny_llm_fixtures import tiny_llm_dir  # noqa: F401
 
 from gym_qa import extract_letter
 from gym_qa.questions import load_questions
@@ -29,13 +29,14 @@ from mllm.instruction_data import (
     process_micro_batches,
     question_samples,
 )
-from mllm.multimodal_model import MultimodalModel
+from mllm.multimodal_model import CheckpointMismatchError, MultimodalModel
 from mllm.prompting import PromptBuilder
 from mllm.tokenizer import load_tokenizer
-from sefar_encoder.config import load_config, save_config
+from mllm.training_config import MLLMTrainConfig
+from sefar_encoder.runtime.config import load_config, save_config
 
+pytest_plugins = ["mllm_run_fixtures", "tiny_llm_fixtures"]  # mllm_data, tiny_llm_dir
 train = load_script("train_mllm")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _losses(run_dir: Path) -> list[float | None]:
@@ -50,9 +51,9 @@ def _weights(mllm_dir: Path) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------------------- pure parts
-@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "mllm").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "mllm").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_mllm_config_parses(path: Path):
-    cfg = load_config(train.TrainConfig, path)
+    cfg = load_config(MLLMTrainConfig, path)
     for stage in train.STAGES:
         section = getattr(cfg, stage)
         assert section.batch_size % section.micro_batch_size == 0
@@ -73,7 +74,7 @@ def test_data_order_is_a_function_of_seed_and_epoch():
         process_micro_batches(batch, 0, 3, 1)
 
 
-def test_sample_formats(mllm_data, tiny_llm_dir):  # noqa: F811
+def test_sample_formats(mllm_data, tiny_llm_dir):
     questions = load_questions(mllm_data["questions"])
     q = questions[0]
     samples, dropped = question_samples(questions, {q.video})
@@ -95,8 +96,8 @@ def test_sample_formats(mllm_data, tiny_llm_dir):  # noqa: F811
 
 # ---------------------------------------------------------------------------------------- runs
 def test_align_then_instruct_resume_follows_the_uninterrupted_run(
-    mllm_data,  # noqa: F811
-    tiny_llm_dir,  # noqa: F811
+    mllm_data,
+    tiny_llm_dir,
     tmp_path,
     monkeypatch,
 ):
@@ -125,10 +126,11 @@ def test_align_then_instruct_resume_follows_the_uninterrupted_run(
     stage_a = MultimodalModel.from_pretrained(align / "mllm")
     fresh = MultimodalModel.from_pretrained(align / "mllm")
     torch.nn.init.zeros_(fresh.projector[0].weight)
-    train.load_init(fresh, align / "mllm", stage_a.encoder_fingerprint)
+    fresh.init_from(align / "mllm")
     assert torch.equal(fresh.projector[0].weight, stage_a.projector[0].weight)
-    with pytest.raises(train.ConfigError, match="another encoder"):
-        train.load_init(fresh, align / "mllm", "0" * 64)
+    fresh.encoder_fingerprint = "0" * 64  # features of another encoder
+    with pytest.raises(CheckpointMismatchError, match="another encoder"):
+        fresh.init_from(align / "mllm")
 
     # Uninterrupted stage B (LoRA dropout 0.1: the RNG must be restored on resume too).
     assert train.main(["--config", str(config), "--stage", "instruct"]) == 0
@@ -171,7 +173,7 @@ def test_align_then_instruct_resume_follows_the_uninterrupted_run(
     assert _losses(tmp_path / "b") == resumed
 
 
-def test_instruct_loss_decreases_on_a_fixed_set(mllm_data, tiny_llm_dir, tmp_path):  # noqa: F811
+def test_instruct_loss_decreases_on_a_fixed_set(mllm_data, tiny_llm_dir, tmp_path):
     config = write_config(
         tmp_path / "c.yaml",
         mllm_data,
@@ -190,7 +192,7 @@ def test_instruct_loss_decreases_on_a_fixed_set(mllm_data, tiny_llm_dir, tmp_pat
     assert max(losses[10:]) < min(losses[:3]), losses
 
 
-def test_nonfinite_steps_are_skipped_then_stop_the_run(mllm_data, tiny_llm_dir, tmp_path, monkeypatch):  # noqa: F811
+def test_nonfinite_steps_are_skipped_then_stop_the_run(mllm_data, tiny_llm_dir, tmp_path, monkeypatch):
     config = write_config(
         tmp_path / "c.yaml",
         mllm_data,
@@ -227,7 +229,7 @@ def test_nonfinite_steps_are_skipped_then_stop_the_run(mllm_data, tiny_llm_dir, 
     assert not (tmp_path / "d" / "align" / "mllm").exists()
 
 
-def test_bad_configuration_exits_1(mllm_data, tiny_llm_dir, tmp_path, capsys):  # noqa: F811
+def test_bad_configuration_exits_1(mllm_data, tiny_llm_dir, tmp_path, capsys):
     config = write_config(
         tmp_path / "c.yaml", mllm_data, tiny_llm_dir, tmp_path, align={"micro_batch_size": 3}
     )
@@ -240,9 +242,9 @@ def test_bad_configuration_exits_1(mllm_data, tiny_llm_dir, tmp_path, capsys):  
     assert "exceeds the 8 training samples" in capsys.readouterr().err
 
 
-def test_resume_with_other_settings_exits_1(mllm_data, tiny_llm_dir, tmp_path, capsys):  # noqa: F811
+def test_resume_with_other_settings_exits_1(mllm_data, tiny_llm_dir, tmp_path, capsys):
     config = write_config(tmp_path / "c.yaml", mllm_data, tiny_llm_dir, tmp_path)
-    cfg = load_config(train.TrainConfig, config, ["stage=align", "seed=5", "progress=true"])
+    cfg = load_config(MLLMTrainConfig, config, ["stage=align", "seed=5", "progress=true"])
     save_config(cfg, Path(cfg.align.out_dir) / "config.yaml")  # a run started with seed 5
     assert train.main(["--config", str(config), "--stage", "align", "--resume"]) == 1
     err = capsys.readouterr().err
@@ -251,7 +253,7 @@ def test_resume_with_other_settings_exits_1(mllm_data, tiny_llm_dir, tmp_path, c
 
 
 @pytest.mark.slow
-def test_two_processes_follow_one_process(mllm_data, tiny_llm_dir, tmp_path):  # noqa: F811
+def test_two_processes_follow_one_process(mllm_data, tiny_llm_dir, tmp_path):
     """DDP over 2 CPU processes: per-step loss within 1e-3 of 1 process over 20 steps
     with the same global batches (LoRA dropout 0, so the random streams cannot differ)."""
     runs = {}

@@ -1,9 +1,7 @@
 """Pytest helpers for the LLM side: a micro tokenizer + Llama built once per session, and the LLaMA-family
 sentencepiece model shipped by mistral_common as a second, real-size tokenizer (test fixture only).
 
-Import the fixtures into a test module (``from tiny_llm_fixtures import tiny_llm_dir``). Building is
-cached in this module, so every test module shares one build even though pytest registers an imported
-fixture once per module.
+Register them in a test module with ``pytest_plugins = ["tiny_llm_fixtures"]``.
 """
 
 from __future__ import annotations
@@ -31,8 +29,6 @@ ELEMENT_NAMES = [
 ]
 MISTRAL_V1_VOCAB_SIZE = 32000
 
-_CACHE: dict[str, Path] = {}
-
 
 def build_micro_llm(directory: Path) -> Path:
     """Tokenizer + 2-layer Llama (D=64) trained for a few steps: about a second on CPU."""
@@ -44,9 +40,7 @@ def build_micro_llm(directory: Path) -> Path:
 def tiny_llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Directory of the micro LLM (config.json, model.safetensors, tokenizer.model, tokenizer_config.json).
     Read-only: copy it before changing anything."""
-    if "tiny" not in _CACHE:
-        _CACHE["tiny"] = build_micro_llm(tmp_path_factory.mktemp("tiny_llm"))
-    return _CACHE["tiny"]
+    return build_micro_llm(tmp_path_factory.mktemp("tiny_llm"))
 
 
 def mistral_tokenizer_model() -> Path:
@@ -58,11 +52,9 @@ def mistral_tokenizer_model() -> Path:
 @pytest.fixture(scope="session")
 def mistral_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tokenizer directory holding only mistral_common's ``tokenizer.model.v1`` as ``tokenizer.model``."""
-    if "mistral" not in _CACHE:
-        directory = tmp_path_factory.mktemp("mistral_v1")
-        shutil.copy(mistral_tokenizer_model(), directory / "tokenizer.model")
-        _CACHE["mistral"] = directory
-    return _CACHE["mistral"]
+    directory = tmp_path_factory.mktemp("mistral_v1")
+    shutil.copy(mistral_tokenizer_model(), directory / "tokenizer.model")
+    return directory
 
 
 @pytest.fixture(scope="session", params=["tiny", "mistral_v1"])

@@ -6,9 +6,10 @@ square moves over a background whose red, green and blue channels hold different
 channel order and spatial transforms are visible too.
 
     from video_fixtures import write_clip, read_frame_index, write_bad_clips, make_dataset_dir
+    pytest_plugins = ["video_fixtures"]      # the fixtures clip_factory, bad_clips, dataset_dir
 
-Import it from a test module (pytest puts ``tests/`` on ``sys.path``); the pytest fixtures below are
-used by importing them by name into the test module.
+Import the helpers from a test module (pytest puts ``tests/`` on ``sys.path``); register the module as a
+plugin to use its fixtures.
 """
 
 from __future__ import annotations

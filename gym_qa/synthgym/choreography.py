@@ -32,7 +32,7 @@ import numpy as np
 
 from gym_qa.synthgym.apparatus import BEAM_HALF, BEAM_TOP, BOARD_TOP, BOARD_X, HIGH_BAR, LOW_BAR, TABLE_TOP
 from gym_qa.synthgym.athlete import JOINTS, forward_kinematics, hand_offset, lowest_point
-from gym_qa.synthgym.elements import Element
+from gym_qa.synthgym.elements import ElementSpec
 from gym_qa.synthgym.nuisance import Body, Nuisance
 
 FPS = 25.0
@@ -158,7 +158,7 @@ class PoseTrack:
     performance (``full_frames`` long) this track holds; fk: joints relative to the hip (T, 3) each.
     """
 
-    element: Element
+    element: ElementSpec
     x: np.ndarray
     y: np.ndarray
     rot: np.ndarray
@@ -279,7 +279,7 @@ class _Timeline:
 
 @dataclass(frozen=True)
 class _Context:
-    element: Element
+    element: ElementSpec
     body: Body
     sense: int  # twist sense (+1/-1)
     position: float  # [-1, 1]
@@ -810,7 +810,7 @@ def _solve_supports(tl: _Timeline, body: Body, joints: np.ndarray) -> tuple:
     return x, y, fk
 
 
-def _build(element: Element, nz: Nuisance, speed: float, n_in: int, n_out: int) -> _Timeline:
+def _build(element: ElementSpec, nz: Nuisance, speed: float, n_in: int, n_out: int) -> _Timeline:
     tl = _Timeline(speed)
     ctx = _Context(
         element=element,
@@ -836,7 +836,7 @@ def _context_span(n: int, core: tuple[int, int], min_share: float, nz: Nuisance)
     return a - before, b + after
 
 
-def pose_track(element: Element, nuisance: Nuisance, min_element_share: float = 0.0) -> PoseTrack:
+def pose_track(element: ElementSpec, nuisance: Nuisance, min_element_share: float = 0.0) -> PoseTrack:
     """Lay out the element's timeline for this clip's nuisance and solve where the body is; with
     ``min_element_share`` in (0, 1], trim the run-up and landing so that the element window is at
     least that fraction of the clip (0: keep the whole performance).
@@ -881,7 +881,7 @@ def pose_track(element: Element, nuisance: Nuisance, min_element_share: float = 
 
 
 def element_poses(
-    element: Element | int, nuisance_seed: int, difficulty: float = 1.0, min_element_share: float = 0.0
+    element: ElementSpec | int, nuisance_seed: int, difficulty: float = 1.0, min_element_share: float = 0.0
 ) -> tuple[np.ndarray, dict[str, tuple[int, int]]]:
     """Per-frame pose vectors (T, D) in :data:`POSE_FIELDS` order and the element windows of an element
     (or its glabel) rendered with a nuisance seed — what the clip would show, without drawing it. Pass

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gym_qa.atomic_files import atomic_replace
 from gym_qa.synthgym.elements import BY_GLABEL, direction_pairs, twist_pairs
 
 
@@ -75,8 +76,6 @@ def write_contact_sheet(
         "frame numbers top left, red border: element window",
         fontsize=7,
     )
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_replace(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")  # the temporary name has no extension to infer it from
     plt.close(fig)
-    tmp.replace(path)

@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from gym_qa.atomic_files import atomic_replace
 from gym_qa.lists import write_list
 from gym_qa.synthgym.apparatus import apparatus_for
 from gym_qa.synthgym.choreography import FPS, SHAPES, PoseTrack, pose_track
-from gym_qa.synthgym.elements import BY_GLABEL, CATALOGUE, Element
+from gym_qa.synthgym.elements import BY_GLABEL, CATALOGUE, ElementSpec
 from gym_qa.synthgym.nuisance import STYLES, Nuisance, sample_nuisance
 from gym_qa.synthgym.render import RenderedClip, render
 from gym_qa.synthgym.splits import RATES, label_rate_splits
@@ -441,15 +442,14 @@ def generate_dataset(
             out / "splits" / str(pct) / "unlabel.csv",
             [(video(r), r["label"]) for i, r in enumerate(pool_recs) if i not in chosen],
         )
-    with open(out / "pretrain" / "frames.jsonl.tmp", "w", encoding="utf-8") as fh:
+    with atomic_replace(out / "pretrain" / "frames.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(r["annotation"], separators=(",", ":")) + "\n" for r in by_split["pretrain"])
-    (out / "pretrain" / "frames.jsonl.tmp").replace(out / "pretrain" / "frames.jsonl")
     write_list(
         out / "pretrain" / "train.csv",
         [(out / "pretrain" / "videos" / f"{r['clip_id']}.mp4", r["label"]) for r in by_split["pretrain"]],
     )
 
-    elements: list[Element] = [BY_GLABEL[g] for g in preset.glabels]
+    elements: list[ElementSpec] = [BY_GLABEL[g] for g in preset.glabels]
     sizes = {s: len(v) for s, v in by_split.items()}
     sizes.update({f"labeled_{p}": len(v) for p, v in labeled.items()})
     meta = write_metadata(

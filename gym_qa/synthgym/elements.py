@@ -43,8 +43,10 @@ SETS: dict[int, str] = {
 
 
 @dataclass(frozen=True)
-class Element:
-    """One element class. ``kind`` selects the choreography; the other fields parametrise it."""
+class ElementSpec:
+    """How SynthGym renders one element class: ``kind`` selects the choreography, the other fields
+    parametrise it. (A task's view of a class — label, set, event, name — is
+    :class:`gym_qa.hierarchy.Element`.)"""
 
     glabel: int
     set_id: int
@@ -69,7 +71,7 @@ class Element:
         return d
 
 
-def _catalogue() -> list[Element]:
+def _catalogue() -> list[ElementSpec]:
     rows: list[tuple] = [
         # (set, name, kind, direction, shape, saltos, twists, turns, entry)
         (1, "round-off, flic-flac on, tucked salto backward off", "vault", -1, "tucked", 1, 0, 0, "roundoff"),
@@ -281,7 +283,7 @@ def _catalogue() -> list[Element]:
         ),
     ]
     return [
-        Element(
+        ElementSpec(
             glabel=i,
             set_id=s,
             name=n,
@@ -297,11 +299,11 @@ def _catalogue() -> list[Element]:
     ]
 
 
-CATALOGUE: list[Element] = _catalogue()
-BY_GLABEL: dict[int, Element] = {e.glabel: e for e in CATALOGUE}
+CATALOGUE: list[ElementSpec] = _catalogue()
+BY_GLABEL: dict[int, ElementSpec] = {e.glabel: e for e in CATALOGUE}
 
 
-def element_by_name(event: str, name: str) -> Element:
+def element_by_name(event: str, name: str) -> ElementSpec:
     """Look an element up by event code and exact name (names repeat across events, as in FineGym)."""
     for e in CATALOGUE:
         if e.event == event and e.name == name:
@@ -314,13 +316,13 @@ def element_by_name(event: str, name: str) -> Element:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _same_except(a: Element, b: Element, fields: tuple[str, ...]) -> bool:
+def _same_except(a: ElementSpec, b: ElementSpec, fields: tuple[str, ...]) -> bool:
     da, db = asdict(a), asdict(b)
     ignore = {"glabel", "name", "set_id", *fields}
     return a.event == b.event and a.kind == b.kind and all(da[k] == db[k] for k in da if k not in ignore)
 
 
-def direction_pairs(elements: list[Element]) -> list[tuple[int, int]]:
+def direction_pairs(elements: list[ElementSpec]) -> list[tuple[int, int]]:
     """(forward, backward) glabel pairs identical except the rotation sense.
 
     Only elements whose rotation window is time-symmetric qualify: vertical saltos (FX/BB) and giant
@@ -342,7 +344,7 @@ def direction_pairs(elements: list[Element]) -> list[tuple[int, int]]:
     return out
 
 
-def twist_pairs(elements: list[Element]) -> list[tuple[int, int]]:
+def twist_pairs(elements: list[ElementSpec]) -> list[tuple[int, int]]:
     """(fewer, more) glabel pairs differing only by a whole number of twists or turns.
 
     Whole numbers only: then take-off and landing (and facing after the element) are identical, so the
@@ -369,7 +371,7 @@ def twist_pairs(elements: list[Element]) -> list[tuple[int, int]]:
     return out
 
 
-def short_window_pairs(elements: list[Element]) -> list[tuple[int, int]]:
+def short_window_pairs(elements: list[ElementSpec]) -> list[tuple[int, int]]:
     """(without, with) glabel pairs differing by a half turn/twist: identical up to a short window, after
     which the athlete faces the other way."""
     out = []
@@ -386,7 +388,7 @@ def short_window_pairs(elements: list[Element]) -> list[tuple[int, int]]:
 # Qtree-style questions (finegym_glabel_to_Qtree.json): per set family a fixed list of yes/no questions.
 # ---------------------------------------------------------------------------------------------------
 
-Question = tuple[str, Callable[[Element], bool]]
+Question = tuple[str, Callable[[ElementSpec], bool]]
 
 _SALTO_QUESTIONS: list[Question] = [
     ("Salto forward?", lambda e: e.direction == 1),
@@ -455,13 +457,13 @@ _QUESTIONS_BY_KIND: dict[str, list[Question]] = {
 }
 
 
-def element_code(e: Element) -> str:
+def element_code(e: ElementSpec) -> str:
     """A FineGym-like element code ``"<event digit>.<set digit><index in set, 2 digits>"``."""
     index = [x.glabel for x in CATALOGUE if x.set_id == e.set_id].index(e.glabel)
     return f"{EVENT_DIGIT[e.event]}.{e.set_id % 10}{index:02d}"
 
 
-def qtree_entry(e: Element) -> dict:
+def qtree_entry(e: ElementSpec) -> dict:
     """The element's Qtree record: ``{"BTcode": "0101..", "questions": [...], "code": "..."}``."""
     questions = _QUESTIONS_BY_KIND[e.kind]
     bits = "".join("1" if pred(e) else "0" for _, pred in questions)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from gym_qa.atomic_files import write_text_atomic
 from gym_qa.synthgym.athlete import PARTS
 from gym_qa.synthgym.choreography import FPS, SHAPES
 from gym_qa.synthgym.elements import (
     EVENTS,
     SETS,
-    Element,
+    ElementSpec,
     direction_pairs,
     qtree_entry,
     short_window_pairs,
@@ -62,7 +63,7 @@ def augmentations(style: str) -> dict[str, list[str]]:
     }
 
 
-def category_line(label: int, e: Element) -> str:
+def category_line(label: int, e: ElementSpec) -> str:
     """One line of FineGym's gymNN_categories.txt."""
     return f"Clabel: {label:3d}; set: {e.set_id:2d}; Glabel: {e.glabel:3d}; ({e.event}) {e.name}"
 
@@ -71,7 +72,7 @@ def _label_pairs(pairs: list[tuple[int, int]], label_of: dict[int, int]) -> list
     return [[label_of[a], label_of[b]] for a, b in pairs if a in label_of and b in label_of]
 
 
-def class_table(elements: list[Element]) -> list[dict]:
+def class_table(elements: list[ElementSpec]) -> list[dict]:
     rows = []
     for label, e in enumerate(elements):
         rows.append(
@@ -90,7 +91,7 @@ def class_table(elements: list[Element]) -> list[dict]:
 
 def write_metadata(
     out: Path,
-    elements: list[Element],
+    elements: list[ElementSpec],
     records: list[dict],
     preset,
     seed: int,
@@ -112,11 +113,13 @@ def write_metadata(
     frames = [r["num_frames"] for r in records]
     shares = [r["element_share"] for r in records]
     label_of = {e.glabel: i for i, e in enumerate(elements)}
-    _write(out / "categories.txt", "".join(category_line(i, e) + "\n" for i, e in enumerate(elements)))
-    _write(out / "set_categories.txt", "".join(f"set: {s}; {name}\n" for s, name in SETS.items()))
-    _write(out / "elements.txt", "".join(f"{r['clip_id']} {r['label']}\n" for r in records))
+    write_text_atomic(
+        out / "categories.txt", "".join(category_line(i, e) + "\n" for i, e in enumerate(elements))
+    )
+    write_text_atomic(out / "set_categories.txt", "".join(f"set: {s}; {name}\n" for s, name in SETS.items()))
+    write_text_atomic(out / "elements.txt", "".join(f"{r['clip_id']} {r['label']}\n" for r in records))
     qtree = {str(e.glabel): qtree_entry(e) for e in elements}
-    _write(out / "attributes_qtree.json", json.dumps(qtree, indent=1) + "\n")
+    write_text_atomic(out / "attributes_qtree.json", json.dumps(qtree, indent=1) + "\n")
     pairs = {
         "direction": _label_pairs(direction_pairs(elements), label_of),
         "twists": _label_pairs(twist_pairs(elements), label_of),
@@ -167,15 +170,9 @@ def write_metadata(
             else None
         ),
     }
-    _write(out / "meta.json", json.dumps(meta, indent=1) + "\n")
-    _write(out / "README.md", _readme(meta))
+    write_text_atomic(out / "meta.json", json.dumps(meta, indent=1) + "\n")
+    write_text_atomic(out / "README.md", _readme(meta))
     return meta
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def _readme(meta: dict) -> str:

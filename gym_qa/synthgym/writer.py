@@ -12,6 +12,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from gym_qa.atomic_files import atomic_replace
+
 
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 25.0, crf: int = 18) -> None:
     """Encode ``frames`` (T, H, W, 3) uint8 RGB as H.264 yuv420p at ``fps``.
@@ -26,9 +28,7 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 25.0, crf: int 
     t, h, w, _ = frames.shape
     if t == 0 or h % 2 or w % 2:
         raise ValueError(f"need at least one frame and even H, W; got T={t}, {w}x{h}")
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.mp4")
-    with av.open(str(tmp), mode="w", format="mp4") as container:
+    with atomic_replace(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=round(fps))
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         # mbtree off: with it, this libx264 build gives a different bitstream from run to run for the
@@ -45,4 +45,3 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 25.0, crf: int 
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    tmp.replace(path)

@@ -1,4 +1,5 @@
-"""Video encoders behind one interface (SPEC §4.1): ``encode(video [B, C, S, H, W]) -> tokens [B, N, D]``.
+"""Video encoders behind one interface (docs/DESIGN.md §Video encoders):
+``encode(video [B, C, S, H, W]) -> tokens [B, N, D]``.
 
 Shape notation: B batch, C = 3 channels, S frames, H/W pixels, N tokens per clip, D token width.
 
@@ -52,7 +53,7 @@ ENCODERS: dict[str, Callable[..., VideoEncoder]] = {
 # Builder arguments that a description records under "preprocess" (the input), not under "options".
 _FROM_PREPROCESS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "num_frames": lambda p: sum(p["views"]),  # frame encoders: one view, in time order
-    "mean": lambda p: tuple(p["mean"]),  # sefar: the normalisation its checkpoint does not record
+    "mean": lambda p: tuple(p["mean"]),  # sefar: the normalisation the MLLM's features were made with
     "std": lambda p: tuple(p["std"]),
 }
 

@@ -7,13 +7,15 @@ frame, D backbone width, Dh fusion width, K classes.
                                                             (pre_logits=True: h [B, Dh])
     forward(video, mix) -> EncoderOutput(logits, h, view_features, tokens)
 
-``tokens`` is what the MLLM consumes (SPEC §4.1), chosen by ``ModelConfig.token_layout``:
-``"view_cls"`` = the V view features followed by the fused feature ``h`` -> ``[B, V+1, D]`` (needs
-``fusion_dim == embed_dim``); ``"frame_mean"`` = per frame the mean of its normalised patch tokens ->
-``[B, S, D]`` (frames in view order).
+``tokens`` is what the MLLM consumes (docs/DESIGN.md §Tokens for the MLLM), chosen by
+``ModelConfig.token_layout``: ``"view_cls"`` = the V view features followed by the fused feature ``h`` ->
+``[B, V+1, D]`` (needs ``fusion_dim == embed_dim``); ``"frame_mean"`` = per frame the mean of its
+normalised patch tokens -> ``[B, S, D]`` (frames in view order).
 
-A checkpoint directory (``save_pretrained``) holds ``config.json`` (this module's :class:`ModelConfig`),
-``model.safetensors``, ``class_names.json`` and optionally ``hierarchy.json``.
+A checkpoint directory (``save_pretrained``) describes itself: ``config.json`` (this module's
+:class:`ModelConfig`), ``model.safetensors``, ``class_names.json``, ``preprocessing.json``
+(:class:`EncoderPreprocessing`: how a clip becomes the input, and the data it was trained on) and
+optionally ``hierarchy.json``.
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..config import load_config, to_dict
+from ..runtime.config import ConfigError, load_config, to_dict
+from ..transforms import AugmentConfig
 from .fusion_head import FusionHead
 from .timesformer import TimeSformer
 from .token_mix import MixSpec
 
 CHECKPOINT_FORMAT = "sefar_encoder/1"
+PREPROCESSING_FILE = "preprocessing.json"
 
 
 @dataclass
@@ -90,6 +94,63 @@ class ModelConfig:
         return self.fusion_dim or self.embed_dim
 
 
+@dataclass(frozen=True)
+class EncoderPreprocessing:
+    """How a clip becomes the encoder's input, and what the encoder was trained on (provenance): the
+    ``preprocessing.json`` of an export.
+
+    Input ``[B, 3, sum(views), image_size, image_size]``: segment centres of each view (views in order),
+    short side resized to ``image_size``, centre crop, pixels ``(x / 255 - mean) / std`` per RGB channel.
+    ``image_size`` and ``views`` repeat the model config's ``img_size`` and ``views`` so that the file alone
+    says how to feed the encoder; loading checks that they agree.
+    """
+
+    image_size: int = field(default=224, metadata={"help": "input frame size in pixels (square)"})
+    views: tuple[int, ...] = field(default=(2, 2, 4), metadata={"help": "frames per view, in input order"})
+    mean: tuple[float, float, float] = field(
+        default=AugmentConfig.mean, metadata={"help": "per-channel mean of x / 255 (RGB)"}
+    )
+    std: tuple[float, float, float] = field(
+        default=AugmentConfig.std, metadata={"help": "per-channel std of x / 255 (RGB)"}
+    )
+    data_root: str | None = field(
+        default=None, metadata={"help": "provenance: the data set folder it was trained on (null: unknown)"}
+    )
+    label_rate: int | None = field(
+        default=None, metadata={"help": "provenance: the labeled percentage it was trained with"}
+    )
+    init_checkpoint: str | None = field(
+        default=None, metadata={"help": "provenance: the image weights training started from (null: none)"}
+    )
+
+    @classmethod
+    def for_config(cls, config: ModelConfig, **fields: Any) -> EncoderPreprocessing:
+        """The preprocessing of an encoder of ``config`` (its size and views), with ``fields`` (mean, std,
+        provenance) given; ImageNet's mean/std and unknown provenance otherwise."""
+        return cls(image_size=config.img_size, views=config.views, **fields)
+
+    @classmethod
+    def read(cls, directory: str | Path) -> EncoderPreprocessing:
+        """The ``preprocessing.json`` of a :meth:`SeFAREncoder.save_pretrained` directory, checked against
+        its ``config.json``; no weights are read.
+
+        An export written before ``preprocessing.json`` existed gets :meth:`for_config`: ImageNet's
+        mean/std (what every shipped config trains with) and unknown provenance.
+        """
+        directory = Path(directory)
+        config = load_config(ModelConfig, directory / "config.json")
+        path = directory / PREPROCESSING_FILE
+        if not path.is_file():
+            return cls.for_config(config)
+        preprocessing = load_config(cls, path)  # JSON is YAML: validated, typed
+        if (preprocessing.image_size, preprocessing.views) != (config.img_size, config.views):
+            raise ConfigError(
+                f"{path}: image_size {preprocessing.image_size}, views {preprocessing.views} differ from "
+                f"config.json's img_size {config.img_size}, views {config.views}"
+            )
+        return preprocessing
+
+
 @dataclass
 class EncoderOutput:
     """``logits [B, K]``, fused ``h [B, Dh]``, ``view_features [B, V, D]``, MLLM ``tokens [B, L, D]``."""
@@ -108,13 +169,21 @@ class SeFAREncoder(nn.Module):
         config: ModelConfig,
         class_names: list[str] | None = None,
         hierarchy: dict[str, Any] | None = None,
+        preprocessing: EncoderPreprocessing | None = None,
     ) -> None:
         super().__init__()
         if class_names is not None and len(class_names) != config.num_classes:
             raise ValueError(f"{len(class_names)} class names for num_classes={config.num_classes}")
+        preprocessing = preprocessing or EncoderPreprocessing.for_config(config)
+        if (preprocessing.image_size, preprocessing.views) != (config.img_size, config.views):
+            raise ValueError(
+                f"preprocessing for {preprocessing.image_size} px, views {preprocessing.views}; the model "
+                f"takes {config.img_size} px, views {config.views}"
+            )
         self.config = config
         self.class_names = list(class_names) if class_names is not None else None
         self.hierarchy = hierarchy
+        self.preprocessing = preprocessing
         self.backbone = TimeSformer(
             img_size=config.img_size,
             patch_size=config.patch_size,
@@ -180,7 +249,8 @@ class SeFAREncoder(nn.Module):
         return EncoderOutput(logits=logits, h=h, view_features=f, tokens=tokens)
 
     def no_weight_decay(self) -> set[str]:
-        """Full parameter names without weight decay: embeddings, norms and biases (SPEC §2.3)."""
+        """Full parameter names without weight decay: embeddings, norms and biases (docs/DESIGN.md
+        §Optimiser)."""
         names = {f"backbone.{n}" for n in self.backbone.no_weight_decay()}
         return names | {n for n, p in self.named_parameters() if p.ndim <= 1}
 
@@ -225,7 +295,8 @@ class SeFAREncoder(nn.Module):
 
     # ---- export -------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json``, ``model.safetensors``, ``class_names.json`` (+ ``hierarchy.json``).
+        """Write ``config.json``, ``model.safetensors``, ``class_names.json``, ``preprocessing.json``
+        (+ ``hierarchy.json``).
 
         Atomic: everything is written to a temporary sibling directory that then replaces ``directory``.
         """
@@ -242,6 +313,7 @@ class SeFAREncoder(nn.Module):
             )
             names = self.class_names or [str(i) for i in range(self.config.num_classes)]
             (tmp / "class_names.json").write_text(json.dumps(names, indent=2, ensure_ascii=False) + "\n")
+            (tmp / PREPROCESSING_FILE).write_text(json.dumps(to_dict(self.preprocessing), indent=2) + "\n")
             if self.hierarchy is not None:
                 (tmp / "hierarchy.json").write_text(
                     json.dumps(self.hierarchy, indent=2, ensure_ascii=False) + "\n"
@@ -261,14 +333,16 @@ class SeFAREncoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> SeFAREncoder:
-        """Rebuild an encoder written by :meth:`save_pretrained` (strict: every key must match)."""
+        """Rebuild an encoder written by :meth:`save_pretrained` (strict: every key must match); its
+        ``preprocessing.json`` becomes :attr:`preprocessing` (see :meth:`EncoderPreprocessing.read`)."""
         directory = Path(directory)
         config = load_config(ModelConfig, directory / "config.json")  # JSON is YAML: validated, typed
         names_file = directory / "class_names.json"
         class_names = json.loads(names_file.read_text()) if names_file.is_file() else None
         hierarchy_file = directory / "hierarchy.json"
         hierarchy = json.loads(hierarchy_file.read_text()) if hierarchy_file.is_file() else None
-        model = cls(config, class_names=class_names, hierarchy=hierarchy)
+        preprocessing = EncoderPreprocessing.read(directory)
+        model = cls(config, class_names=class_names, hierarchy=hierarchy, preprocessing=preprocessing)
         device = torch.device(map_location)
         # safetensors takes "cpu", "cuda", "cuda:1", ... but rejects "cpu:0": name CPU without an index.
         state = load_file(

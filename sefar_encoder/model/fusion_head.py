@@ -1,4 +1,4 @@
-"""Fusion head over per-view features (SPEC §2.2).
+"""Fusion head over per-view features (docs/DESIGN.md §Fusion head).
 
 Shape notation: B batch, V views, P = V(V-1)/2 view pairs, D backbone width, Dh fusion width,
 C classes, K stochastic head samples.

@@ -267,6 +267,7 @@ class TimeSformer(nn.Module):
         ``mix`` is a :class:`~sefar_encoder.model.token_mix.MixSpec` over the patch positions: applied
         after patch embedding without a frame stem, else to the frame tokens' patches (CLS kept).
         """
+        given = tuple(x.shape)
         if x.ndim == 5:
             if self.frame_blocks == 0:  # mixed right after patch embedding
                 x, mix = self.forward_frames(x, mix=mix), None
@@ -274,9 +275,9 @@ class TimeSformer(nn.Module):
                 x = self.forward_frames(x)
         if x.ndim != 4 or x.shape[1:] != (self.groups.num_frames, 1 + self.num_patches, self.embed_dim):
             raise ValueError(
-                f"expected video [B, C, {self.groups.num_frames}, H, W] (views {self.views}) or its frame "
-                f"tokens [B, {self.groups.num_frames}, {1 + self.num_patches}, {self.embed_dim}], got "
-                f"{tuple(x.shape)}"
+                f"views {self.views} need {self.groups.num_frames} frames: a video [B, C, "
+                f"{self.groups.num_frames}, H, W] or its frame tokens [B, {self.groups.num_frames}, "
+                f"{1 + self.num_patches}, {self.embed_dim}]; got {given}"
             )
         if mix is not None:
             x = torch.cat([x[:, :, :1], mix.apply(x[:, :, 1:])], dim=2)  # patch positions only, CLS kept

@@ -17,16 +17,18 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from demo_fixtures import fitted_encoder, running_demo, synthgym_clips  # noqa: F401
+from conftest import load_script
+from demo_fixtures import running_demo
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
-from mllm_run_fixtures import load_script, mllm_data, trained_mllm  # noqa: F401
 from PIL import Image
-from tiny_llm_fixtures import tiny_llm_dir  # noqa: F401
 from video_fixtures import write_clip
 
 from mllm.chat import VideoChat
-from mllm.demo_app import DemoLimits, display_names, video_container
+from mllm.demo_handlers import display_names
+from mllm.demo_uploads import DemoLimits, video_container
+
+pytest_plugins = ["demo_fixtures", "mllm_run_fixtures", "tiny_llm_fixtures"]
 
 LIMITS = {"max_file_mb": 1.0, "max_duration_s": 10.0, "max_side": 80, "queue_size": 24, "concurrency": 2}
 QUESTION = "What gymnastics move is this athlete performing?"
@@ -34,10 +36,10 @@ NOT_A_VIDEO = "This file is not a video clip. Please upload a video"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, fitted_encoder, synthgym_clips, trained_mllm, mllm_data):  # noqa: F811
+def server(tmp_path_factory, fitted_encoder, synthgym_clips, trained_mllm, mllm_data):
     chat = VideoChat.from_pretrained(trained_mllm, encoder_weights=mllm_data["encoder"])
     with running_demo(
-        tmp_path_factory.mktemp("demo_hardening"), fitted_encoder, synthgym_clips["list"], chat, **LIMITS
+        tmp_path_factory.mktemp("demo_visitor_limits"), fitted_encoder, synthgym_clips["list"], chat, **LIMITS
     ) as running:
         yield running
 
@@ -75,7 +77,7 @@ def test_binds_loopback_without_share(server):
     assert server.url.startswith("http://127.0.0.1:") and server.share_url is None
 
 
-def test_cli_binds_loopback_shares_only_when_asked(monkeypatch, fitted_encoder, synthgym_clips):  # noqa: F811
+def test_cli_binds_loopback_shares_only_when_asked(monkeypatch, fitted_encoder, synthgym_clips):
     demo_cli = load_script("demo")
     launched = []
 
@@ -112,7 +114,7 @@ def test_cli_binds_loopback_shares_only_when_asked(monkeypatch, fitted_encoder, 
 # ---- files ---------------------------------------------------------------------------------------------
 
 
-def test_no_file_outside_the_app_folders_is_served(server, synthgym_clips):  # noqa: F811
+def test_no_file_outside_the_app_folders_is_served(server, synthgym_clips):
     foreign = Path(tempfile.gettempdir()) / "gradio" / "sefar-demo-test-foreign.txt"  # the shared default
     foreign.parent.mkdir(parents=True, exist_ok=True)
     foreign.write_text("another app's upload")
@@ -150,7 +152,7 @@ def _file(path: str | Path) -> dict:
     return {"path": str(path), "meta": {"_type": "gradio.FileData"}}
 
 
-def test_file_inputs_must_be_uploads_to_this_app(server, synthgym_clips):  # noqa: F811
+def test_file_inputs_must_be_uploads_to_this_app(server, synthgym_clips):
     passwd = _file("/etc/passwd")
     with httpx.Client(base_url=server.url, timeout=60) as http:
         with open(synthgym_clips["clips"][0][0], "rb") as fh:
@@ -210,7 +212,7 @@ def test_oversize_upload_is_refused(server, client, bad_files):
     assert response.status_code == 413 and "maximum allowed size of 1000000 bytes" in response.text
 
 
-def test_unexpected_errors_are_a_short_message(server, client, synthgym_clips, monkeypatch):  # noqa: F811
+def test_unexpected_errors_are_a_short_message(server, client, synthgym_clips, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("internal detail /srv/secret/path")
 
@@ -222,7 +224,7 @@ def test_unexpected_errors_are_a_short_message(server, client, synthgym_clips, m
     assert "Traceback" not in text and "/srv/secret" not in text
 
 
-def test_video_container_sniffing(bad_files, synthgym_clips, tmp_path):  # noqa: F811
+def test_video_container_sniffing(bad_files, synthgym_clips, tmp_path):
     assert video_container(synthgym_clips["clips"][0][0]) == "mp4"
     write_clip(tmp_path / "clip.mkv", num_frames=4)
     write_clip(tmp_path / "clip.avi", num_frames=4, codec="mpeg4")
@@ -235,7 +237,7 @@ def test_video_container_sniffing(bad_files, synthgym_clips, tmp_path):  # noqa:
 # ---- load ----------------------------------------------------------------------------------------------
 
 
-def test_twenty_concurrent_requests_all_succeed(server, client, synthgym_clips):  # noqa: F811
+def test_twenty_concurrent_requests_all_succeed(server, client, synthgym_clips):
     clips = synthgym_clips["clips"]
     names = display_names(server.predictor)
     start = time.perf_counter()

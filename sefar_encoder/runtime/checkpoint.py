@@ -8,15 +8,15 @@ A checkpoint is a directory ``<run>/checkpoints/epoch_0003/`` holding
 and ``<run>/checkpoints/latest.json`` is a small JSON file naming the newest complete one. Writing is atomic:
 the directory is written under a temporary name, fsynced, then renamed, and only afterwards does
 ``latest.json`` move (itself via temp + fsync + rename). A crash at any moment leaves either the previous
-checkpoint or the new one, never half a file; :func:`clean_stale` removes temporary leftovers on resume.
+checkpoint or the new one, never half a file; :func:`clean_stale` puts back a checkpoint caught between
+the renames of its re-save (``runtime.lifecycle.clean_run_dir`` then removes every temporary).
 
-We do not use accelerate's ``save_state``: it pickles optimiser and RNG states (SPEC §6).
+We do not use accelerate's ``save_state``: it pickles optimiser and RNG states (docs/DESIGN.md §Checkpoints).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,29 +24,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-TMP_PREFIX = ".tmp-"
+from gym_qa.atomic_files import fsync_dir, fsync_file
+from sefar_encoder.runtime.atomic import TMP_PREFIX, write_text_atomic
+
 LATEST = "latest.json"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(TMP_PREFIX + path.name)
-    tmp.write_text(text)
-    _fsync_file(tmp)
-    tmp.replace(path)
-    _fsync_dir(path.parent)
 
 
 def flatten_optimizer(state: dict[str, Any], prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -91,8 +72,8 @@ def save_checkpoint(
     save_file(owned, str(tmp / "tensors.safetensors"))
     (tmp / "state.json").write_text(json.dumps(state, indent=1))
     for f in tmp.iterdir():
-        _fsync_file(f)
-    _fsync_dir(tmp)
+        fsync_file(f)
+    fsync_dir(tmp)
     if final.exists():  # re-saving the same epoch (e.g. SIGTERM right after the epoch checkpoint)
         old = root / (TMP_PREFIX + "old-" + name)
         final.replace(old)
@@ -100,7 +81,7 @@ def save_checkpoint(
         shutil.rmtree(old)
     else:
         tmp.replace(final)
-    _fsync_dir(root)
+    fsync_dir(root)
     write_text_atomic(root / LATEST, json.dumps({"name": name}) + "\n")
     return final
 
@@ -125,20 +106,6 @@ def clean_stale(run_dir: str | Path) -> list[Path]:
             if p.name.startswith(TMP_PREFIX):
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
                 removed.append(p)
-    return removed
-
-
-def remove_temporaries(run_dir: str | Path) -> list[Path]:
-    """Remove what interrupted atomic writes left anywhere under ``run_dir``: ``*.tmp`` files and folders
-    and hidden ``.*.tmp-*`` / ``.*.old-*`` ones; returns what was removed. Call it only when no writer of
-    the run is alive (on resume), after :func:`clean_stale` and after restoring any export caught between
-    its two renames."""
-    removed = []
-    for p in sorted(Path(run_dir).rglob("*"), key=lambda q: len(q.parts)):  # parents first
-        hidden_tmp = p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name)
-        if p.exists() and (hidden_tmp or p.name.endswith(".tmp")):
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-            removed.append(p)
     return removed
 
 

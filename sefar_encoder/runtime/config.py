@@ -5,7 +5,7 @@ A stage declares its configuration as (nested) dataclasses whose fields carry a 
 YAML file, then command-line overrides; unknown keys and wrong types raise :class:`ConfigError` naming
 the dotted key and where it came from. :func:`save_config` writes the resolved config next to a run.
 
-    cfg = load_config(TrainConfig, "configs/encoder/synthgym_tiny.yaml", ["optim.lr=0.01"])
+    cfg = load_config(EncoderTrainConfig, "configs/encoder/synthgym_tiny.yaml", ["optim.lr=0.01"])
     save_config(cfg, run_dir / "config.yaml")
 
 YAML is parsed with ``yaml.safe_load`` only. PyYAML follows YAML 1.1, where ``1e-3`` (no dot) is a
@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
+
+from sefar_encoder.runtime.atomic import write_text_atomic
 
 T = TypeVar("T")
 
@@ -202,12 +204,10 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    """Write the resolved config as YAML (atomically: temp file + rename)."""
+    """Write the resolved config as YAML, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    tmp.replace(path)
+    write_text_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def check_resume_config(path: str | Path, cfg: Any, may_differ: frozenset[str] = frozenset()) -> None:

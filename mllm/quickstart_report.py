@@ -1,0 +1,229 @@
+"""The quickstart's run folder and report (``scripts/quickstart.py``, which orchestrates the stages): where
+every artifact of a run lives (:class:`Layout`), ``summary.json`` (every number of the report, read from
+the stages' metrics files), ``report.md`` rendered from the summary alone (so the two cannot disagree) and
+the Gym-QA plot. The quickstart covers the encoder and the MLLM, and ``mllm`` may read both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mllm.gymqa_experiment import MODES, read_json
+from sefar_encoder.runtime.atomic import write_atomic, write_text_atomic
+from sefar_encoder.runtime.machine import machine_info
+
+ENCODERS = ("sefar", "framepool")
+MODE_TITLES = {
+    "generate": "generate (answer text)",
+    "likelihood": "likelihood (option NLL)",
+    "classifier4": "classifier4 (encoder head, no LLM)",
+}
+
+
+class Layout:
+    """Where every artifact of a quickstart run lives."""
+
+    def __init__(self, out: Path, data: Path, cache_root: Path):
+        self.out, self.data, self.cache_root = out, data, cache_root
+        self.encoder_run = out / "encoder_run"
+        self.encoder = out / "encoder"
+        self.tiny_llm = out / "tiny_llm"
+        self.questions = out / "gymqa" / "test.json"
+        self.mllm = out / "mllm"
+        self.summary = out / "summary.json"
+        self.report = out / "report.md"
+        self.stages = out / "stages.json"
+        self.timing = out / "timing.json"  # minutes and peak RSS of a run that did every stage (make bench)
+
+    def job_dir(self, encoder: str) -> Path:
+        return self.out / f"mllm_{encoder}"
+
+
+# ----------------------------------------------------------------------------------------- summary
+def build_summary(
+    lay: Layout, backbone_dir: Path, question_types: list[str], train_types: list[str], command: str
+) -> dict[str, Any]:
+    """Every number of the report, read from the stages' metrics files: the run ``lay``, the backbone the
+    encoder started from, the test and the stage B question types, the command that ran it."""
+    meta = read_json(lay.data / "meta.json")
+    enc = read_json(lay.encoder_run / "metrics.json")
+    backbone = read_json(backbone_dir / "config.json")
+    questions = read_json(lay.questions.with_suffix(".summary.json"))
+    stages = read_json(lay.stages) if lay.stages.is_file() else {}
+    pair_keys = sorted(k for k in enc["test"] if k.startswith("pairs_"))
+    return {
+        "command": command,
+        "machine": machine_info(),
+        "stages": stages,
+        "paths": {
+            "report": str(lay.report),
+            "encoder": str(lay.encoder),
+            "mllm": str(lay.mllm),
+            "data": str(lay.data),
+            "encoder_run": str(lay.encoder_run),
+        },
+        "data": {
+            "preset": meta["preset"],
+            "difficulty": meta["difficulty"],
+            "classes": meta["num_classes"],
+            "sizes": meta["sizes"],
+        },
+        "backbone": {
+            "dir": str(backbone_dir),
+            "heldout": backbone["heldout"],
+            "minutes": backbone["minutes"],
+        },
+        "encoder": {
+            "method": enc["method"],
+            "label_rate": enc["label_rate"],
+            "optimizer_steps": enc["optimizer_steps"],
+            "minutes": enc["minutes"],
+            "best": enc["best"],
+            "test": {k: enc["test"][k] for k in ("count", "top1", "top5", "mean_class")},
+            "val": {k: enc["val"][k] for k in ("count", "top1", "top5", "mean_class")},
+            "pairs": {k[6:]: enc["test"][k] for k in pair_keys},
+            "most_confused": enc["most_confused"],
+        },
+        "gymqa": {
+            "questions_file": str(lay.questions),
+            "questions": questions["questions"],
+            "per_type": {t: b["questions"] for t, b in questions["by_type"].items()},
+            "distractors": questions["distractors"],
+            "types": question_types,
+            "train_types": train_types,
+            "results": {e: read_json(lay.job_dir(e) / "result.json") for e in ENCODERS},
+        },
+    }
+
+
+# ----------------------------------------------------------------------------------------- report
+def pct(x: float | None) -> str:
+    return "–" if x is None else f"{x:.1f}"
+
+
+def write_report(summary: dict[str, Any], path: Path) -> None:
+    """``report.md`` from ``summary.json`` alone (so the two cannot disagree)."""
+    enc, qa, data, mach = summary["encoder"], summary["gymqa"], summary["data"], summary["machine"]
+    results = qa["results"]
+    run = Path(summary["paths"]["encoder_run"]).name
+    total = sum(s["seconds"] for s in summary["stages"].values() if s.get("seconds") is not None)
+    labeled = data["sizes"][f"labeled_{enc['label_rate']}"]
+    intro = (
+        f"SynthGym `{data['preset']}` (difficulty {data['difficulty']}): {data['classes']} elements, "
+        f"{data['sizes']['train']} train-pool clips "
+        f"({labeled} labeled at {enc['label_rate']} %), {data['sizes']['val']} val and "
+        f"{data['sizes']['test']} test clips. The stages took {total / 60:.1f} min when they ran, on "
+        f"{mach['cores']} CPU cores (torch {mach['torch']}); last command `{summary['command']}`."
+    )
+    best = enc["best"]
+    training = (
+        f"- {enc['method']} at {enc['label_rate']} % labels, {enc['optimizer_steps']} optimizer steps, "
+        f"{enc['minutes']:.1f} min; model selected on val: {best['which']} of epoch {best['epoch']}"
+    )
+    lines = [
+        "# SeFAR quickstart report",
+        "",
+        intro,
+        "",
+        "## 1. SeFAR encoder (semi-supervised)",
+        "",
+        training,
+    ]
+    lines += ["", "| split | clips | top-1 % | top-5 % | mean class % |", "|---|---|---|---|---|"]
+    for split in ("val", "test"):
+        m = enc[split]
+        row = [str(m["count"]), pct(100 * m["top1"]), pct(100 * m["top5"]), pct(100 * m["mean_class"])]
+        lines.append(f"| {split} | {' | '.join(row)} |")
+    if enc["pairs"]:
+        lines += ["", "Pair accuracy on test (which member of a fine-grained pair; 50 % = cannot tell):", ""]
+        for name, p in enc["pairs"].items():
+            acc = None if p["accuracy"] is None else 100 * p["accuracy"]
+            lines.append(f"- {name.replace('_', ' ')}: {pct(acc)} % over {p['count']} clips")
+    lines += ["", f"![SSL training curves]({run}/curves.png)", ""]
+    if enc["most_confused"]:
+        lines += [
+            "Most confused element pairs on test:",
+            "",
+            "| true | predicted as | clips | share of true |",
+        ]
+        lines.append("|---|---|---|---|")
+        for r in enc["most_confused"]:
+            lines.append(f"| {r['true']} | {r['predicted']} | {r['count']} | {pct(100 * r['share'])} % |")
+        lines.append("")
+    lines += [f"![confusion matrix]({run}/confusion.png)", ""]
+
+    counts = ", ".join(f"{n} {t}" for t, n in qa["per_type"].items())
+    setup = (
+        f"Tiny LLM + projector (stage A) + LoRA (stage B), trained on the labeled clips only (stage B "
+        f"questions: {', '.join(qa['train_types'])}); evaluated on "
+        f"{qa['questions']} test questions ({counts}; {qa['distractors']} distractors). `framepool` is the "
+        "frame-pretrained image backbone SeFAR started from, averaged over time (order-blind); "
+        "`classifier4` answers the element-name questions with SeFAR's own classifier restricted to the "
+        "4 options (no LLM)."
+    )
+    lines += ["## 2. Video MLLM on Gym-QA: SeFAR features vs frame-pool features", "", setup, ""]
+    lines += ["| mode | sefar % | framepool % | difference (points) |", "|---|---|---|---|"]
+    for mode in MODES:
+        s = results["sefar"]["accuracy"].get(mode)
+        f = results["framepool"]["accuracy"].get(mode)
+        diff = "–" if s is None or f is None else f"{s - f:+.1f}"
+        lines.append(f"| {MODE_TITLES[mode]} | {pct(s)} | {pct(f)} | {diff} |")
+    lines += [
+        "",
+        "Accuracy per answer type (likelihood mode):",
+        "",
+        "| answer type | sefar % | framepool % |",
+    ]
+    lines.append("|---|---|---|")
+    sefar_types = results["sefar"]["per_answer_type"]["likelihood"]
+    pool_types = results["framepool"]["per_answer_type"]["likelihood"]
+    for t in sefar_types:
+        lines.append(f"| {t} | {pct(sefar_types[t])} | {pct(pool_types.get(t))} |")
+    lines += ["", "![Gym-QA accuracy per answer type](gymqa_accuracy.png)", ""]
+
+    paths = summary["paths"]
+    lines += [
+        "## 3. Where things are",
+        "",
+        f"- encoder: `{paths['encoder']}` (`python scripts/predict.py --encoder {paths['encoder']} ...`)",
+        f"- MLLM: `{paths['mllm']}` — `python scripts/demo.py` loads both",
+        f"- every number above: `summary.json`; stage reports: `{run}/report.md`, `mllm_*/eval/report.md`",
+        "",
+        "| stage | seconds (when it ran) | last run |",
+        "|---|---|---|",
+    ]
+    for name, st in summary["stages"].items():
+        lines.append(
+            f"| {name} | {pct(st.get('seconds'))} | {'skipped: done before' if st['skipped'] else 'ran'} |"
+        )
+    write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def plot_gymqa(summary: dict[str, Any], path: Path) -> None:
+    """Grouped bars: Gym-QA accuracy per answer type and overall, SeFAR vs frame pool, per MLLM mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    results = summary["gymqa"]["results"]
+    modes = [m for m in ("likelihood", "generate") if m in results["sefar"]["accuracy"]]
+    fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 3.8), squeeze=False)
+    for ax, mode in zip(axes[0], modes):
+        types = list(results["sefar"]["per_answer_type"][mode])
+        groups = ["overall", *types]
+        for k, encoder in enumerate(ENCODERS):
+            r = results[encoder]
+            values = [r["accuracy"][mode]] + [r["per_answer_type"][mode].get(t) for t in types]
+            xs = [i + (k - 0.5) * 0.38 for i in range(len(groups))]
+            ax.bar(xs, [v if v is not None else 0 for v in values], width=0.38, label=encoder)
+        ax.set_xticks(range(len(groups)), groups)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"Gym-QA, {MODE_TITLES[mode]}")
+        ax.axhline(25, color="grey", lw=0.8, ls=":")  # chance with 4 options
+        ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
