@@ -108,3 +108,17 @@ def test_label_rate_5_jobs_and_freematch_are_in_the_job_list():
     }.items():
         assert bench.JOBS[job][0] == rate
         assert f"method.name={job.split('@')[0]}" in bench.JOBS[job][1]
+
+
+def test_every_row_trains_the_dual_level_encoder_but_the_order_blind_control_and_first_ablation():
+    from sefar_encoder.methods import resolve_method
+    from sefar_encoder.runtime.config import load_config
+    from sefar_encoder.training_config import EncoderTrainConfig
+
+    config = Path(bench.REPO) / "configs" / "encoder" / "synthgym_bench.yaml"
+    single = set()
+    for job, (_, overrides) in bench.JOBS.items():
+        cfg = load_config(EncoderTrainConfig, config, overrides)
+        if not resolve_method(cfg.method).dual_level:
+            single.add(job)
+    assert single == {"framepool@100", "framepool@10", "ablation-none@10"}
