@@ -28,6 +28,7 @@ class Layout:
         self.out, self.data, self.cache_root = out, data, cache_root
         self.encoder_run = out / "encoder_run"
         self.encoder = out / "encoder"
+        self.control_run = out / "control_run"  # the order-blind control encoder (method framepool)
         self.tiny_llm = out / "tiny_llm"
         self.questions = out / "gymqa" / "test.json"
         self.mllm = out / "mllm"
@@ -48,6 +49,7 @@ def build_summary(
     encoder started from, the test and the stage B question types, the command that ran it."""
     meta = read_json(lay.data / "meta.json")
     enc = read_json(lay.encoder_run / "metrics.json")
+    control = read_json(lay.control_run / "metrics.json")
     backbone = read_json(backbone_dir / "config.json")
     questions = read_json(lay.questions.with_suffix(".summary.json"))
     stages = read_json(lay.stages) if lay.stages.is_file() else {}
@@ -84,6 +86,14 @@ def build_summary(
             "val": {k: enc["val"][k] for k in ("count", "top1", "top5", "mean_class")},
             "pairs": {k[6:]: enc["test"][k] for k in pair_keys},
             "most_confused": enc["most_confused"],
+        },
+        "control": {
+            "method": control["method"],
+            "label_rate": control["label_rate"],
+            "optimizer_steps": control["optimizer_steps"],
+            "minutes": control["minutes"],
+            "test": {k: control["test"][k] for k in ("count", "top1", "top5", "mean_class")},
+            "pairs": {k[6:]: control["test"][k] for k in pair_keys},
         },
         "gymqa": {
             "questions_file": str(lay.questions),
@@ -135,11 +145,7 @@ def write_report(summary: dict[str, Any], path: Path) -> None:
         m = enc[split]
         row = [str(m["count"]), pct(100 * m["top1"]), pct(100 * m["top5"]), pct(100 * m["mean_class"])]
         lines.append(f"| {split} | {' | '.join(row)} |")
-    if enc["pairs"]:
-        lines += ["", "Pair accuracy on test (which member of a fine-grained pair; 50 % = cannot tell):", ""]
-        for name, p in enc["pairs"].items():
-            acc = None if p["accuracy"] is None else 100 * p["accuracy"]
-            lines.append(f"- {name.replace('_', ' ')}: {pct(acc)} % over {p['count']} clips")
+    lines += pair_table(enc, summary["control"])
     lines += ["", f"![SSL training curves]({run}/curves.png)", ""]
     if enc["most_confused"]:
         lines += [
@@ -198,6 +204,27 @@ def write_report(summary: dict[str, Any], path: Path) -> None:
             f"| {name} | {pct(st.get('seconds'))} | {'skipped: done before' if st['skipped'] else 'ran'} |"
         )
     write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def pair_table(enc: dict[str, Any], control: dict[str, Any]) -> list[str]:
+    """The encoder's and the order-blind control's test accuracy, overall and on each kind of pair."""
+    names = list(enc["pairs"])
+    lines = [
+        "",
+        "Test accuracy beside the order-blind control (the same recipe, supervised at "
+        f"{control['label_rate']} % labels, {control['optimizer_steps']} steps, frames pooled in time). A pair "
+        "column is the accuracy on the clips of a fine-grained pair at telling which member it is "
+        "(50 % = cannot tell; the order-blind control cannot tell a forward from a backward salto):",
+        "",
+        "| encoder | mean class % | " + " | ".join(f"{n.replace('_', ' ')} pairs %" for n in names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for label, run in ((f"{enc['method']} @ {enc['label_rate']} %", enc), ("order-blind control", control)):
+        accs = [run["pairs"][n]["accuracy"] for n in names]
+        cells = [pct(None if a is None else 100 * a) for a in accs]
+        lines.append(f"| {label} | {pct(100 * run['test']['mean_class'])} | {' | '.join(cells)} |")
+    counts = ", ".join(f"{n.replace('_', ' ')} {enc['pairs'][n]['count']}" for n in names)
+    return lines + ["", f"Clips per pair kind on test: {counts}."]
 
 
 def plot_gymqa(summary: dict[str, Any], path: Path) -> None:

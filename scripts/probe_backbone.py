@@ -13,10 +13,13 @@ list's features, scored on the test list (and, when the data root has a SynthGym
 class pairs: which member of each forward/backward or twist pair the probe prefers). Two readouts:
 
 - ``ordered``: the per-frame features concatenated in time order — a linear model can use the order;
-- ``mean``: their mean over time — order-blind, the frame-pool baseline's view of the clip.
+- ``mean``: their mean over time — order-blind, the frame-pool baseline's view of the clip;
+- ``views``: the frames of the encoder's dual-level evaluation views (2, 2, 4 of the 8), each view's mean,
+  views concatenated in order — what the SeFAR encoder's fusion head reads at initialisation, before
+  its temporal attention and time embeddings have learned anything.
 
 The gap between these and a fine-tuned encoder's accuracy tells whether a run is limited by what the
-backbone sees or by the training budget. --out gets ``{"ordered": {...}, "mean": {...}}`` with
+backbone sees or by the training budget. --out gets ``{"ordered": {...}, "mean": {...}, "views": {...}}`` with
 ``train_top1``, ``test_mean_class``, ``test_top1`` and ``pairs_<kind>`` (fractions), plus the settings; the figures are also
 printed.
 
@@ -68,17 +71,26 @@ SAMPLINGS = ("eval", "window")  # the encoder's evaluation frames; the same over
 
 @torch.no_grad()
 def clip_features(
-    vit: torch.nn.Module, list_path: Path, num_frames: int, size: int
+    vit: torch.nn.Module, list_path: Path, views: tuple[int, ...], size: int, progress: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features [N, T, D] of the segment-middle frames of every clip in a list, and labels [N]."""
+    """Features [N, S, D] of every clip in a list at the evaluation frames of ``views`` (segment centres,
+    views in order, each view's frames in time order: ``(8,)`` = 8 frames spread over the clip), and
+    labels [N]."""
     feats, labels = [], []
-    for entry in tqdm(read_list(list_path), desc=f"encode {list_path.name}", leave=False):
+    bar = tqdm(read_list(list_path), desc=f"encode {list_path.name}", leave=False, disable=not progress)
+    for entry in bar:
         with open_video(entry.path) as clip:
-            idx = DualLevelSampler((num_frames,)).eval(clip.num_frames)[0].flat  # segment centres, in order
+            idx = DualLevelSampler(views).eval(clip.num_frames)[0].flat
             frames = torch.from_numpy(clip.get(idx)).permute(0, 3, 1, 2)
         feats.append(vit(normalise(resize_frames(frames, (size, size)))))
         labels.append(entry.label)
     return torch.stack(feats), torch.tensor(labels)
+
+
+def view_means(features: torch.Tensor, views: tuple[int, ...]) -> torch.Tensor:
+    """``[N, S, D]`` frame features -> ``[N, V * D]``: each view's frame mean, views concatenated in order
+    (what the encoder's fusion head reads at initialisation, where every frame is encoded alone)."""
+    return torch.cat([chunk.mean(1) for chunk in features.split(list(views), dim=1)], dim=1)
 
 
 def fit_probe(
@@ -404,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=8, help="frames per clip (default 8, as the encoder)")
     parser.add_argument("--l2", type=float, default=1e-3, help="L2 penalty on the probe's weights")
     parser.add_argument("--out", help="write the figures here as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     oracle_args = parser.add_argument_group("perception oracle (--oracle)")
     oracle_args.add_argument("--oracle", action="store_true", help="score the ground truth, not a backbone")
     oracle_args.add_argument(
@@ -421,7 +434,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     oracle_args.add_argument("--folds", type=int, default=5, help="cross-validation folds")
     oracle_args.add_argument("--workers", type=int, default=1, help="processes rendering the clips")
-    oracle_args.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.oracle:
         if (args.data_root is None) == (args.preset is None):
@@ -435,8 +447,14 @@ def main(argv: list[str] | None = None) -> int:
         backbone = Path(args.backbone)
         vit, config = load_frame_backbone(backbone.parent if backbone.is_file() else backbone)
         vit.eval()
-        train = clip_features(vit, root / args.train_list, args.frames, config.img_size)
-        test = clip_features(vit, root / args.test_list, args.frames, config.img_size)
+        progress = not args.quiet
+        if args.frames % 4:
+            parser.error(f"--frames must be divisible by 4 (the dual-level views), got {args.frames}")
+        single, dual = (args.frames,), (args.frames // 4, args.frames // 4, args.frames // 2)
+        train = clip_features(vit, root / args.train_list, single, config.img_size, progress)
+        test = clip_features(vit, root / args.test_list, single, config.img_size, progress)
+        train_dual = clip_features(vit, root / args.train_list, dual, config.img_size, progress)
+        test_dual = clip_features(vit, root / args.test_list, dual, config.img_size, progress)
     except (FileNotFoundError, ValueError, DecodeError) as err:  # ValueError: bad list line, config
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -450,8 +468,11 @@ def main(argv: list[str] | None = None) -> int:
         "test_clips": len(test[1]),
         "ordered": fit_probe(train[0].flatten(1), train[1], test[0].flatten(1), test[1], args.l2, pairs),
         "mean": fit_probe(train[0].mean(1), train[1], test[0].mean(1), test[1], args.l2, pairs),
+        "views": fit_probe(
+            view_means(train_dual[0], dual), train[1], view_means(test_dual[0], dual), test[1], args.l2, pairs
+        ),
     }
-    for name in ("ordered", "mean"):
+    for name in ("ordered", "mean", "views"):
         r = result[name]
         pair_text = "".join(
             f", {k} {100 * v:.1f} %" for k, v in r.items() if k.startswith("pairs_") and v is not None

@@ -14,6 +14,9 @@ Stages (each skipped when its output exists — re-running continues where a run
   encoder         SeFAR semi-supervised training from that backbone (configs/encoder/quickstart.yaml),
                   exported to <out>/encoder (the default of scripts/demo.py and predict.py)
                                                                        <out>/encoder_run/metrics.json
+  control         the order-blind control: the same encoder recipe, supervised, frames pooled in time
+                  (method framepool); its forward/backward pair accuracy is what no temporal model goes
+                  below                                                <out>/control_run/metrics.json
   tiny_llm        the CPU stand-in for Vicuna: tokenizer + small Llama on the task's text  <out>/tiny_llm/
   questions       Gym-QA questions about the test clips (types from configs/mllm/quickstart.yaml)
                                                                                <out>/gymqa/test.json
@@ -27,7 +30,7 @@ Stages (each skipped when its output exists — re-running continues where a run
                   <out>/report.md (rendered from summary.json only) with the plots         report.md
 
 The report shows: the encoder's semi-supervised training curves and test accuracy (mean class, the
-forward/backward and twist pairs), its most confused element pairs and confusion matrix, and the Gym-QA
+forward/backward and twist pairs) beside the order-blind control's, its most confused element pairs and confusion matrix, and the Gym-QA
 accuracy of the MLLM on SeFAR features vs on frame-pool features, overall and per answer type.
 """
 
@@ -73,6 +76,7 @@ STAGES: tuple[str, ...] = (
     "data",
     "backbone",
     "encoder",
+    "control",
     "tiny_llm",
     "questions",
     "mllm_sefar",
@@ -122,29 +126,45 @@ def stage_backbone(lay: Layout, args: argparse.Namespace, force: bool) -> bool:
     return True
 
 
-def stage_encoder(lay: Layout, args: argparse.Namespace, force: bool) -> bool:
+def encoder_overrides(lay: Layout, args: argparse.Namespace, run_dir: Path) -> list[str]:
+    """The encoder config's overrides for a run of this quickstart in ``run_dir``."""
     overrides = [
-        f"out_dir={lay.encoder_run}", f"data.root={lay.data}", f"seed={args.seed}",
+        f"out_dir={run_dir}", f"data.root={lay.data}", f"seed={args.seed}",
         f"init_checkpoint={backbone_dir(lay, args) / 'model.safetensors'}",
         f"progress={str(args.progress).lower()}",
     ]  # fmt: skip
     if load_config(EncoderTrainConfig, args.encoder_config, overrides).model.frame_blocks:
         overrides.append(f"frame_token_cache={lay.data / 'frame-tokens'}")  # beside the data it encodes
+    return overrides
+
+
+def train_encoder(args: argparse.Namespace, run_dir: Path, overrides: list[str], force: bool) -> bool:
+    """Train (or resume) the encoder config with ``overrides`` in ``run_dir`` unless a finished run of the
+    same settings is there; a run of other settings (config, backbone or data) is discarded."""
     wanted = to_dict(load_config(EncoderTrainConfig, args.encoder_config, overrides))
-    saved = lay.encoder_run / "config.yaml"
+    saved = run_dir / "config.yaml"
     stale = saved.is_file() and strip_progress(yaml.safe_load(saved.read_text())) != strip_progress(wanted)
-    done = (lay.encoder_run / "metrics.json").is_file() and (lay.encoder / "config.json").is_file()
+    done = (run_dir / "metrics.json").is_file() and (run_dir / "encoder" / "config.json").is_file()
     if not force and done and not stale:
         return False
     if force or stale:
         if stale:
-            tqdm.write(
-                f"   {lay.encoder_run} was trained with other settings (config, backbone or data): again"
-            )
-        shutil.rmtree(lay.encoder_run, ignore_errors=True)
+            tqdm.write(f"   {run_dir} was trained with other settings (config, backbone or data): again")
+        shutil.rmtree(run_dir, ignore_errors=True)
     call_main("train_encoder", ["--config", str(args.encoder_config), "--resume", *overrides])
-    copy_dir(lay.encoder_run / "encoder", lay.encoder)  # the model selected on val
     return True
+
+
+def stage_encoder(lay: Layout, args: argparse.Namespace, force: bool) -> bool:
+    ran = train_encoder(args, lay.encoder_run, encoder_overrides(lay, args, lay.encoder_run), force)
+    if ran or not (lay.encoder / "config.json").is_file():
+        copy_dir(lay.encoder_run / "encoder", lay.encoder)  # the model selected on val
+    return ran
+
+
+def stage_control(lay: Layout, args: argparse.Namespace, force: bool) -> bool:
+    overrides = [*encoder_overrides(lay, args, lay.control_run), "method.name=framepool"]
+    return train_encoder(args, lay.control_run, overrides, force)
 
 
 def stage_tiny_llm(lay: Layout, args: argparse.Namespace, force: bool) -> bool:
@@ -214,6 +234,7 @@ STAGE_FUNCTIONS: dict[str, Callable[[Layout, argparse.Namespace, bool], bool]] =
     "data": stage_data,
     "backbone": stage_backbone,
     "encoder": stage_encoder,
+    "control": stage_control,
     "tiny_llm": stage_tiny_llm,
     "questions": stage_questions,
     "mllm_sefar": stage_mllm("sefar"),
