@@ -13,7 +13,10 @@ run), pair accuracies, for SSL methods ``unlabeled_used`` (share of the last epo
 non-zero pseudo-label weight, %) and ``pseudo_acc`` (accuracy of that epoch's pseudo-labels, %), both means
 over seeds, and a ``machine`` entry; plus a Markdown table on stdout (``--markdown-out``).
 A job with no finished run under ``--runs`` keeps its entry from the existing JSON (marked ``"kept"``; use
-``--fresh`` to drop them), so a table survives its run folders.
+``--fresh`` to drop them), so a table survives its run folders. With ``--add-seeds``, a job's new seeds are
+added to its entry in the existing JSON instead of replacing it (for runs of the same code, data and backbone
+as that entry's, e.g. a table continued on another machine after regenerating the data: check that a repeated
+seed reproduces its figure first); the seeds taken over are listed in ``"seeds_from_previous"``.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ JOBS: dict[str, tuple[int, list[str]]] = {
 }
 # SSL figures of a run's last epoch in metrics.json (shares of 1), tabulated in %
 SSL_STATS = ("unlabeled_used", "pseudo_acc")
+PAIR_KEYS = ("pairs_direction", "pairs_twists", "pairs_short_window")
 ABLATION_STEPS = [
     ("ablation-none@10", "ablation-dual@10"),
     ("ablation-dual@10", "ablation-dual+perturb@10"),
@@ -114,12 +118,63 @@ def previous_table(path: Path) -> dict:
         raise SystemExit(f"{path}: line {e.lineno}: not valid JSON ({e.msg}); fix or move it, or use --fresh")
 
 
+def run_entry(runs: dict[int, dict]) -> dict:
+    """A job's entry from its finished runs' metrics.json, keyed by seed."""
+    accs = {s: 100 * m["test"]["mean_class"] for s, m in runs.items()}
+    entry = {
+        "mean": statistics.mean(accs.values()),
+        "std": statistics.stdev(accs.values()) if len(accs) > 1 else 0.0,
+        "runs": [accs[s] for s in sorted(accs)],
+        "seeds": sorted(accs),
+        "minutes": statistics.mean(m["minutes"] for m in runs.values()),
+        "top1": statistics.mean(100 * m["test"]["top1"] for m in runs.values()),
+    }
+    for key in PAIR_KEYS:
+        vals = [m["test"][key]["accuracy"] for m in runs.values() if key in m["test"]]
+        if vals and all(v is not None for v in vals):
+            entry[key] = 100 * statistics.mean(vals)
+    for key in SSL_STATS:  # None for supervised runs, absent in runs from before the figure existed
+        vals = [m.get(key) for m in runs.values()]
+        if all(v is not None for v in vals):
+            entry[key] = 100 * statistics.mean(vals)
+    return entry
+
+
+def add_seeds(job: str, previous: dict, new: dict) -> dict:
+    """``new`` (an entry of runs under ``--runs``) with the seeds of ``previous`` (the existing JSON's entry)
+    that it does not have. Per-seed accuracies are kept in both, so mean and std are exact; the other
+    figures are seed means, combined weighted by seed count. A seed in both comes from ``new``; an entry
+    that holds such a seed beside others cannot be split (its figures are means) and is an error."""
+    old_seeds, new_seeds = set(previous["seeds"]), set(new["seeds"])
+    if old_seeds <= new_seeds:
+        return new
+    if old_seeds & new_seeds:
+        raise SystemExit(
+            f"{job}: --add-seeds cannot split the existing entry (seeds {sorted(old_seeds)}) around the new "
+            f"runs' seeds {sorted(new_seeds)}; run the missing seeds only, or use --fresh"
+        )
+    accs = dict(zip(previous["seeds"], previous["runs"], strict=True)) | dict(zip(new["seeds"], new["runs"]))
+    k_old, k_new = len(old_seeds), len(new_seeds)
+    entry = {
+        "mean": statistics.mean(accs.values()),
+        "std": statistics.stdev(accs.values()),
+        "runs": [accs[s] for s in sorted(accs)],
+        "seeds": sorted(accs),
+    }
+    for key in ("minutes", "top1", *PAIR_KEYS, *SSL_STATS):
+        if key in previous and key in new:
+            entry[key] = (k_old * previous[key] + k_new * new[key]) / (k_old + k_new)
+    entry["seeds_from_previous"] = sorted(set(previous.get("seeds_from_previous", [])) | old_seeds)
+    return entry
+
+
 def aggregate(args: argparse.Namespace, previous: dict | None = None) -> dict:
     """Summarise every finished run under ``args.runs``.
 
     A job with no finished run there keeps its entry from ``previous`` (an earlier aggregation, possibly
     made from run folders that are gone, e.g. on another machine), marked ``"kept": true``; a job with
-    finished runs is recomputed from them alone, so seeds of one row never mix sources.
+    finished runs is recomputed from them alone, so seeds of one row never mix sources, unless
+    ``args.add_seeds`` (:func:`add_seeds`).
     """
     previous = previous or {}
     table: dict = {}
@@ -128,30 +183,16 @@ def aggregate(args: argparse.Namespace, previous: dict | None = None) -> dict:
         runs = {}
         for metrics_path in sorted((Path(args.runs) / job).glob("seed*/metrics.json")):
             runs[int(metrics_path.parent.name[4:])] = json.loads(metrics_path.read_text())
-        if not runs:
-            if job in previous:
-                table[job] = {**previous[job], "kept": True}
-                per_seed[job] = dict(zip(previous[job]["seeds"], previous[job]["runs"], strict=True))
+        if runs:
+            entry = run_entry(runs)
+            if args.add_seeds and job in previous:
+                entry = add_seeds(job, previous[job], entry)
+        elif job in previous:
+            entry = {**previous[job], "kept": True}
+        else:
             continue
-        accs = {s: 100 * m["test"]["mean_class"] for s, m in runs.items()}
-        per_seed[job] = accs
-        entry = {
-            "mean": statistics.mean(accs.values()),
-            "std": statistics.stdev(accs.values()) if len(accs) > 1 else 0.0,
-            "runs": [accs[s] for s in sorted(accs)],
-            "seeds": sorted(accs),
-            "minutes": statistics.mean(m["minutes"] for m in runs.values()),
-            "top1": statistics.mean(100 * m["test"]["top1"] for m in runs.values()),
-        }
-        for key in ("pairs_direction", "pairs_twists", "pairs_short_window"):
-            vals = [m["test"][key]["accuracy"] for m in runs.values() if key in m["test"]]
-            if vals and all(v is not None for v in vals):
-                entry[key] = 100 * statistics.mean(vals)
-        for key in SSL_STATS:  # None for supervised runs, absent in runs from before the figure existed
-            vals = [m.get(key) for m in runs.values()]
-            if all(v is not None for v in vals):
-                entry[key] = 100 * statistics.mean(vals)
         table[job] = entry
+        per_seed[job] = dict(zip(entry["seeds"], entry["runs"], strict=True))
     steps = {}
     for a, b in ABLATION_STEPS:
         if a in per_seed and b in per_seed:
@@ -179,13 +220,18 @@ def markdown(table: dict) -> str:
         pairs, twists, used, pseudo = (
             f"{e[k]:.1f}" if k in e else "–" for k in ("pairs_direction", "pairs_twists", *SSL_STATS)
         )
-        name = f"{job} †" if e.get("kept") else job
+        name = f"{job} †" if e.get("kept") else f"{job} ‡" if e.get("seeds_from_previous") else job
         lines.append(
             f"| {name} | {e['mean']:.1f} ± {e['std']:.1f} | {len(e['runs'])} | {e['top1']:.1f} | {pairs} | "
             f"{twists} | {used} | {pseudo} | {e['minutes']:.1f} |"
         )
     if any(e.get("kept") for job, e in table.items() if job in JOBS):
         lines += ["", "† kept from the previous aggregation: no finished run of this job under --runs."]
+    if any(e.get("seeds_from_previous") for job, e in table.items() if job in JOBS):
+        lines += [
+            "",
+            "‡ seeds added to the previous aggregation's (--add-seeds): seeds_from_previous in the JSON.",
+        ]
     if table.get("ablation_steps"):
         lines += ["", "| ablation step (paired per seed) | Δ mean class (points) |", "|---|---|"]
         for name, d in table["ablation_steps"].items():
@@ -216,7 +262,15 @@ def main(argv: list[str] | None = None) -> int:
         help="tabulate only the runs under --runs; by default a job with no finished run there keeps its "
         'entry from the existing --json-out (marked "kept")',
     )
+    parser.add_argument(
+        "--add-seeds",
+        action="store_true",
+        help="add a job's new seeds to its entry in the existing --json-out instead of replacing it (same code, "
+        "data and backbone only: check that a repeated seed reproduces its figure first)",
+    )
     args = parser.parse_args(argv)
+    if args.add_seeds and args.fresh:
+        parser.error("--add-seeds adds to the existing --json-out, which --fresh ignores: give one of them")
     previous = {} if args.fresh else previous_table(Path(args.json_out))
     if not args.aggregate_only:
         backbone = pretrained_backbone(args)

@@ -1,5 +1,6 @@
 """scripts/bench_ssl.py aggregation: the table from finished runs' metrics.json, and entries of jobs whose run
-folders are gone kept from the previous JSON (marked), never mixed with new runs of the same job."""
+folders are gone kept from the previous JSON (marked), mixed with new runs of the same job only when
+--add-seeds asks for it."""
 
 from __future__ import annotations
 
@@ -122,3 +123,36 @@ def test_every_row_trains_the_dual_level_encoder_but_the_order_blind_control_and
         if not resolve_method(cfg.method).dual_level:
             single.add(job)
     assert single == {"framepool@100", "framepool@10", "ablation-none@10"}
+
+
+def test_add_seeds_extends_the_previous_entry_exactly(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    write_run(runs, "sefar@10", 0, 0.80, minutes=4.0, unlabeled_used=1.0, pseudo_acc=0.90)
+    write_run(runs, "sefar@10", 1, 0.90, minutes=6.0, unlabeled_used=1.0, pseudo_acc=0.70)
+    first = json.loads(json.dumps(aggregate(tmp_path)))
+    for seed in (0, 1):  # the run folders are gone (another machine); seed 2 is run there
+        (runs / "sefar@10" / f"seed{seed}" / "metrics.json").unlink()
+    write_run(runs, "sefar@10", 2, 0.70, minutes=8.0, unlabeled_used=0.4, pseudo_acc=0.60)
+    assert aggregate(tmp_path, "--aggregate-only")["sefar@10"]["seeds"] == [2]  # by default: replaced
+    (tmp_path / "t.json").write_text(json.dumps(first))
+    added = aggregate(tmp_path, "--add-seeds")["sefar@10"]
+    # the same figures as if all three runs had been under --runs
+    assert added["seeds"] == [0, 1, 2] and added["runs"] == pytest.approx([80.0, 90.0, 70.0])
+    assert added["mean"] == pytest.approx(80.0) and added["std"] == pytest.approx(10.0)
+    assert added["minutes"] == pytest.approx(6.0)
+    assert added["unlabeled_used"] == pytest.approx(80.0) and added["pseudo_acc"] == pytest.approx(220 / 3)
+    assert added["pairs_direction"] == pytest.approx(50.0) and added["seeds_from_previous"] == [0, 1]
+    assert "| sefar@10 ‡ | 80.0 ± 10.0 | 3 |" in (tmp_path / "t.md").read_text()
+
+
+def test_add_seeds_refuses_to_split_an_entry_of_several_seeds(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        write_run(runs, "sefar@10", seed, 0.8)
+    aggregate(tmp_path)
+    (runs / "sefar@10" / "seed1" / "metrics.json").unlink()
+    write_run(runs, "sefar@10", 2, 0.7)
+    with pytest.raises(SystemExit, match="cannot split"):
+        aggregate(tmp_path, "--add-seeds")
+    with pytest.raises(SystemExit):
+        aggregate(tmp_path, "--add-seeds", "--fresh")
