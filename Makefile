@@ -1,24 +1,27 @@
 # SeFAR toolkit — the set-up contract.
 #   make quickstart   create .venv, install, run the whole pipeline on SynthGym, write a report
-#   make test         create .venv if missing, install with [dev], run the default (fast) test suite
+#   make test         create .venv if missing, install with [dev] through constraints.txt, run the fast tests
 #   make test-slow    the tests marked slow
 #   make bench        the benchmark suite (prints JSON)
+#   make gpu-check    the tests marked cuda (4-bit, QLoRA, DeepSpeed ZeRO-2, FSDP, bf16); skipped without a GPU
+#   make lock         refresh constraints.txt from .venv after an upgrade (README: "Reproducible installs")
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := constraints.txt
 
-.PHONY: venv browser test test-slow quickstart bench lint clean
+.PHONY: venv browser test test-slow quickstart bench gpu-check lock lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 
-# torch/torchvision are pinned first so pip takes the builds this machine caches (see README).
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install "torch==2.14.1" "torchvision==0.29.1"
-	$(PY) -m pip install -e ".[dev]"
+# Every version comes from the lock, constraints.txt: what the test suite passed with (torch 2.14.1 and
+# torchvision 0.29.1 among them, the builds this machine caches; see README).
+$(STAMP): pyproject.toml $(LOCK) | $(PY)
+	$(PY) -m pip install -c $(LOCK) -e ".[dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -44,6 +47,17 @@ quickstart: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py
+
+# With a CUDA GPU: the [gpu] extra (DeepSpeed) too, then the tests marked cuda. Without one they are skipped,
+# each with the reason; so is the DeepSpeed test when the extra does not install.
+gpu-check: $(STAMP)
+	$(PY) -m pip install -c $(LOCK) -e ".[dev,gpu]" \
+	  || echo "gpu-check: the [gpu] extra (deepspeed) did not install; its test will be skipped"
+	$(PY) -m pytest -q -m cuda tests/test_gpu.py
+
+# Pins the versions installed in .venv now (never reinstalls first: an upgrade made by hand is what is locked).
+lock: | $(STAMP)
+	$(PY) scripts/lock_constraints.py --extras dev --out $(LOCK)
 
 lint: $(STAMP)
 	$(PY) -m ruff check sefar_encoder mllm gym_qa scripts tests

@@ -9,8 +9,10 @@ The Gym-QA API used by the other stages is re-exported here::
 """
 
 from gym_qa.answer_extraction import extract_letter
-from gym_qa.hierarchy import Element, Hierarchy, HierarchyError, load_hierarchy
-from gym_qa.question_generator import Clip, GeneratorConfig, QuestionGenerator, clips_from_list
+from gym_qa.clips import Clip, clips_from_list
+from gym_qa.hierarchy import Hierarchy, load_hierarchy
+from gym_qa.hierarchy_files import Element, HierarchyError
+from gym_qa.question_generator import GeneratorConfig, QuestionGenerator
 from gym_qa.questions import (
     Question,
     QuestionFormatError,

@@ -1,4 +1,5 @@
-"""Clip files: which extensions count as videos, clip ids, indexing a folder of clips, frame counts.
+"""Clip files: which extensions count as videos, clip ids, indexing a folder of clips, frame counts, and
+the clips of a list file as the question generator reads them (:class:`Clip`, :func:`clips_from_list`).
 
 A *clip id* is a file name without its video extension (FineGym: ``<ytid>_E_<s>_<e>_A_<s>_<e>``); it
 is the ``video`` field of Gym-QA records and the first column of element lists. Frame counts use PyAV
@@ -7,7 +8,10 @@ is the ``video`` field of Gym-QA records and the first column of element lists. 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+
+from gym_qa.lists import read_list
 
 # Lower-case extensions, in order of preference when one clip exists in several containers.
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".mpg", ".mpeg")
@@ -71,3 +75,31 @@ def count_frames(path: str | Path) -> int:
             return sum(1 for packet in container.demux(stream) if packet.size)
     except av.FFmpegError as err:
         raise ClipError(f"{path}: cannot read video ({err})") from None
+
+
+@dataclass(frozen=True)
+class Clip:
+    """What the question generator needs to know about one clip."""
+
+    video: str  # clip id without extension (the record's ``video``)
+    label: int
+    frame_length: int = 0
+
+
+def clips_from_list(
+    path: str | Path, num_classes: int | None = None, clips_dir: str | Path | None = None
+) -> list[Clip]:
+    """Clips of a list file or element list (same grammar: ``<path or clip id> <label>``).
+
+    ``frame_length`` is read with PyAV from the clip file when it exists (the listed path, or
+    ``<clips_dir>/<clip_id>.<ext>``); otherwise it is 0, e.g. for FineGym element lists without videos.
+    """
+    entries = read_list(path, num_classes)
+    files = index_clips(clips_dir) if clips_dir is not None else {}
+    clips = []
+    for entry in entries:
+        video = clip_id_of(entry.raw_path)
+        file = entry.path if entry.path.is_file() else files.get(video)
+        frames = count_frames(file) if file is not None else 0
+        clips.append(Clip(video=video, label=entry.label, frame_length=frames))
+    return clips

@@ -1,13 +1,8 @@
 """Gym-QA question generator: clips with labels + a hierarchy → multiple-choice questions
 (docs/DESIGN.md §Question generator).
 
-Answer types (each switchable)::
-
-    what       "What gymnastics move is this athlete performing? A.x B.y C.z D.w"   (official type)
-    event      "Which apparatus is this element performed on?"          options: vault, floor exercise, …
-    set        "Which group of elements does this move belong to?"      options: "floor exercise: turns", …
-    attribute  Qtree yes/no question, always laid out "A.yes B.no"      (FineGym BTcode / SynthGym table)
-    count      "How many twists does the athlete perform in this element?"   (SynthGym numeric attributes)
+The answer types and their wording are in :mod:`gym_qa.answer_types`; the summary returned with the
+questions is built by :mod:`gym_qa.question_summary`.
 
 Design decisions, and why:
 - Options are element *names*, and classes sharing a name (Gym99 has 10 such pairs) count as one
@@ -36,43 +31,31 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from gym_qa.clips import clip_id_of, count_frames, index_clips
-from gym_qa.hierarchy import EVENT_NAMES, AttributeAnswer, Hierarchy
-from gym_qa.lists import read_list
+from gym_qa.answer_types import (
+    ANSWER_TYPES,
+    ATTRIBUTE_STEM,
+    COUNT_STEMS,
+    EVENT_STEM,
+    SET_STEM,
+    WHAT_STEM,
+    YES_NO_OPTIONS,
+    format_count,
+    tidy_attribute_question,
+)
+from gym_qa.clips import Clip
+from gym_qa.hierarchy import Hierarchy
+from gym_qa.hierarchy_files import EVENT_NAMES, AttributeAnswer
+from gym_qa.question_summary import TypeStats, generation_summary
 from gym_qa.questions import OPTION_LETTERS, Question, QuestionFormatError, format_question_id, join_options
-from gym_qa.statistics import chi_square_uniform
 
-ANSWER_TYPES: tuple[str, ...] = ("what", "event", "set", "attribute", "count")
 DISTRACTOR_MODES: tuple[str, ...] = ("uniform", "hard", "frequency")
-
-WHAT_STEM = "What gymnastics move is this athlete performing?"
-EVENT_STEM = "Which apparatus is this element performed on?"
-SET_STEM = "Which group of elements does this move belong to?"
-ATTRIBUTE_STEM = "About the move this athlete is performing, answer yes or no: {question}"
-YES_NO_OPTIONS = ("yes", "no")
-# Stems of "how many" questions per numeric attribute; attributes without a stem get no count question.
-COUNT_STEMS: dict[str, str] = {
-    "twists": "How many twists does the athlete perform in this element?",
-    "saltos": "How many saltos does the athlete perform in this element?",
-    "turns": "How many turns does the athlete perform in this element?",
-}
 
 
 class GeneratorError(ValueError):
     """The inputs cannot produce the requested questions (unknown type, too few classes…)."""
-
-
-@dataclass(frozen=True)
-class Clip:
-    """What the generator needs to know about one clip."""
-
-    video: str  # clip id without extension (the record's ``video``)
-    label: int
-    frame_length: int = 0
 
 
 @dataclass
@@ -104,26 +87,6 @@ class GeneratorConfig:
             raise GeneratorError("attributes_per_clip must be >= 0")
 
 
-# ------------------------------------------------------------------------------------------ clips
-def clips_from_list(
-    path: str | Path, num_classes: int | None = None, clips_dir: str | Path | None = None
-) -> list[Clip]:
-    """Clips of a list file or element list (same grammar: ``<path or clip id> <label>``).
-
-    ``frame_length`` is read with PyAV from the clip file when it exists (the listed path, or
-    ``<clips_dir>/<clip_id>.<ext>``); otherwise it is 0, e.g. for FineGym element lists without videos.
-    """
-    entries = read_list(path, num_classes)
-    files = index_clips(clips_dir) if clips_dir is not None else {}
-    clips = []
-    for entry in entries:
-        video = clip_id_of(entry.raw_path)
-        file = entry.path if entry.path.is_file() else files.get(video)
-        frames = count_frames(file) if file is not None else 0
-        clips.append(Clip(video=video, label=entry.label, frame_length=frames))
-    return clips
-
-
 # -------------------------------------------------------------------------------------- helpers
 class LetterCycle:
     """Shuffled balanced cycle: every block of ``n`` draws holds each of the ``n`` indices once."""
@@ -138,43 +101,7 @@ class LetterCycle:
         return self._bag.pop()
 
 
-def tidy_attribute_question(text: str) -> str:
-    """Normalise a Qtree question: single spaces, no space before "?", a final "?"."""
-    text = " ".join(text.split()).replace(" ?", "?")
-    return text if text.endswith("?") else text + "?"
-
-
-def format_count(value: float) -> str:
-    """``1.0`` → "1", ``0.5`` → "0.5" (option text of count questions)."""
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
-
-
-def predicted_same_event_share(hierarchy: Hierarchy, labels: Sequence[int]) -> float:
-    """Expected share of same-event distractors under ``uniform`` sampling, in closed form.
-
-    Each distractor slot is marginally uniform over the distinct names other than the answer's, so
-    for a question about class c the expected share is E_c / (U − 1): U distinct names, E_c of them
-    (other than c's name) carried by at least one class of c's event. Averaged over the questions.
-    """
-    groups = hierarchy.name_groups
-    name_events = {name: {hierarchy.event_of(label) for label in ls} for name, ls in groups.items()}
-    per_label_share: dict[int, float] = {}
-    for label in set(labels):
-        own, event = hierarchy.name_of(label), hierarchy.event_of(label)
-        same = sum(1 for name, events in name_events.items() if name != own and event in events)
-        per_label_share[label] = same / (len(groups) - 1)
-    return sum(per_label_share[label] for label in labels) / len(labels) if labels else 0.0
-
-
 # ------------------------------------------------------------------------------------ generator
-@dataclass
-class _TypeStats:
-    questions: int = 0
-    letters: Counter = field(default_factory=Counter)
-    option_counts: Counter = field(default_factory=Counter)
-    skipped_clips: int = 0
-
-
 class QuestionGenerator:
     """Builds Gym-QA questions for clips of one hierarchy. ``generate`` returns questions + a summary."""
 
@@ -371,7 +298,7 @@ class QuestionGenerator:
         }
         rngs = {t: random.Random(f"gymqa:{config.seed}:{t}") for t in config.types}
         cycles: dict[tuple[str, int], LetterCycle] = {}
-        stats = {t: _TypeStats() for t in config.types}
+        stats = {t: TypeStats() for t in config.types}
 
         def cycle_for(answer_type: str) -> Callable[[int], int]:
             def draw(n: int) -> int:
@@ -413,7 +340,9 @@ class QuestionGenerator:
                     stats[answer_type].questions += 1
                     stats[answer_type].letters[question.answer] += 1
                     stats[answer_type].option_counts[len(question.options)] += 1
-        return questions, self._summary(clips, questions, labels, stats)
+        return questions, generation_summary(
+            self.hierarchy, config, clips, questions, labels, stats, self._name_sets, self._name_events
+        )
 
     def _count_answers(self, clips: Sequence[Clip]) -> dict[str, Counter]:
         """How often each option text is the correct answer among ``clips``, per answer type."""
@@ -427,76 +356,6 @@ class QuestionGenerator:
                 if isinstance(value, int | float):
                     counts.setdefault(f"count:{name}", Counter())[format_count(value)] += 1
         return counts
-
-    # --------------------------------------------------------------------------------- summary
-    def _summary(
-        self,
-        clips: Sequence[Clip],
-        questions: list[Question],
-        labels: list[int],
-        stats: dict[str, _TypeStats],
-    ) -> dict[str, Any]:
-        h = self.hierarchy
-        by_type: dict[str, Any] = {}
-        for answer_type, s in stats.items():
-            entry: dict[str, Any] = {
-                "questions": s.questions,
-                "skipped_clips": s.skipped_clips,
-                "options": {str(k): v for k, v in sorted(s.option_counts.items())},
-                "letters": dict(sorted(s.letters.items())),
-            }
-            if len(s.option_counts) == 1:  # a χ² on letters is only meaningful for one option count
-                n = next(iter(s.option_counts))
-                chi2, p = chi_square_uniform([s.letters.get(OPTION_LETTERS[i], 0) for i in range(n)])
-                entry["letters_chi2"], entry["letters_p_value"] = round(chi2, 4), p
-            by_type[answer_type] = entry
-        duplicates = sum(1 for q in questions if len(set(q.options)) != len(q.options))
-        summary: dict[str, Any] = {
-            "questions": len(questions),
-            "clips": len(clips),
-            "seed": self.config.seed,
-            "distractors": self.config.distractors,
-            "by_type": by_type,
-            "questions_with_duplicate_options": duplicates,
-        }
-        if "what" in stats:
-            summary["what_distractors"] = self._distractor_stats(questions, labels)
-        if "attribute" in stats:
-            classes = {clip.label for clip in clips}
-            with_qtree = {label for label in classes if h.attributes_of(label)}
-            attribute_questions = [q for q in questions if q.answer_type == "attribute"]
-            summary["attribute_coverage"] = {
-                "classes_in_list": len(classes),
-                "classes_with_attributes": len(with_qtree),
-                "classes_without_attributes": sorted(classes - with_qtree),
-                "yes_share": (
-                    sum(q.answer == "A" for q in attribute_questions) / len(attribute_questions)
-                    if attribute_questions
-                    else None
-                ),
-            }
-        return summary
-
-    def _distractor_stats(self, questions: list[Question], labels: list[int]) -> dict[str, Any]:
-        h = self.hierarchy
-        same_set = same_event = total = 0
-        what_labels = []
-        for q, label in zip(questions, labels, strict=True):
-            if q.answer_type != "what":
-                continue
-            what_labels.append(label)
-            for i, option in enumerate(q.options):
-                if i == q.answer_index:
-                    continue
-                total += 1
-                same_set += h.set_of(label) in self._name_sets[option]
-                same_event += h.event_of(label) in self._name_events[option]
-        return {
-            "distractors": total,
-            "same_set_share": same_set / total if total else None,
-            "same_event_share": same_event / total if total else None,
-            "predicted_same_event_share_uniform": predicted_same_event_share(h, what_labels),
-        }
 
 
 def parse_answer_types(text: str) -> tuple[str, ...]:

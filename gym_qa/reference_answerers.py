@@ -22,8 +22,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
-from gym_qa.hierarchy import EVENT_NAMES, Hierarchy
-from gym_qa.question_generator import (
+from gym_qa.answer_types import (
     ATTRIBUTE_STEM,
     EVENT_STEM,
     SET_STEM,
@@ -31,6 +30,8 @@ from gym_qa.question_generator import (
     YES_NO_OPTIONS,
     tidy_attribute_question,
 )
+from gym_qa.hierarchy import Hierarchy
+from gym_qa.hierarchy_files import EVENT_NAMES
 from gym_qa.questions import OPTION_LETTERS, Question
 
 PredictFn = Callable[[Question], str]

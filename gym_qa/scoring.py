@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from gym_qa.answer_extraction import extract_letter
-from gym_qa.hierarchy import EVENT_NAMES, Hierarchy
+from gym_qa.hierarchy import Hierarchy
+from gym_qa.hierarchy_files import EVENT_NAMES
 from gym_qa.questions import OPTION_LETTERS, ROTATION_SEPARATOR, Question, circular_questions, rotate_options
 from gym_qa.statistics import wilson_interval
 

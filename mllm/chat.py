@@ -39,7 +39,7 @@ from mllm.encoders import VideoEncoder, build_video_encoder, builder_options
 from mllm.feature_cache import encode_entries
 from mllm.generation import GenerationOptions, generate_answer
 from mllm.instruction_data import SCORE_TARGETS
-from mllm.multimodal_model import MultimodalModel
+from mllm.multimodal_model import MultimodalModel, read_checkpoint_config
 from mllm.option_scoring import score_question
 from mllm.prompting import PromptBuilder, Turn
 from mllm.tokenizer import load_tokenizer
@@ -122,6 +122,7 @@ class VideoChat:
         score_target: str | None = None,
         backend: Backend = "decord",
         trust_remote_code: bool = False,
+        llm_name_or_path: str | None = None,
     ) -> VideoChat:
         """Load an MLLM checkpoint (``MultimodalModel.save_pretrained`` + ``instruction.json``) and, when
         ``encoder_weights`` is given, its video encoder: name and builder options from the checkpoint's
@@ -130,10 +131,24 @@ class VideoChat:
 
         Raises :class:`EncoderMismatchError` when the encoder's fingerprint differs from the one the
         MLLM was trained with. ``trust_remote_code`` (off) lets a hub LLM run its own code.
+        ``llm_name_or_path`` (a local folder or hub id) replaces the base LLM recorded in the checkpoint,
+        for its model and tokenizer: the same LLM elsewhere (another machine, a local copy).
         """
-        model = MultimodalModel.from_pretrained(
-            mllm_dir, load_in_4bit=load_in_4bit, trust_remote_code=trust_remote_code
-        )
+        try:
+            model = MultimodalModel.from_pretrained(
+                mllm_dir,
+                llm_name_or_path=llm_name_or_path,
+                load_in_4bit=load_in_4bit,
+                trust_remote_code=trust_remote_code,
+            )
+        except OSError as err:  # not FileNotFoundError (a checkpoint file): the base LLM could not be loaded
+            if isinstance(err, FileNotFoundError):
+                raise
+            llm = llm_name_or_path or read_checkpoint_config(mllm_dir)["config"]["llm"]["name_or_path"]
+            raise FileNotFoundError(
+                f"{mllm_dir}: its base LLM {llm!r} cannot be loaded ({err}); give where it is with --llm "
+                "(llm_name_or_path): a local folder or hub id"
+            ) from None
         meta = model.instruction
         if not getattr(model.llm, "is_loaded_in_4bit", False):
             model.to(device)

@@ -34,14 +34,19 @@ What a visitor can reach, and why:
   (read from the container header before anything is decoded: :func:`~mllm.demo_uploads.check_upload`);
   the queue is bounded and the encoder and the LLM run with small concurrency limits, so a burst of
   requests waits instead of exhausting memory.
-- User errors (empty, oversized, not a video, too long, too large frames, unreadable) become short
-  ``gr.Error`` messages; unexpected exceptions are logged on the server and reported as a generic
-  message, never a traceback.
+- User errors (empty, oversized, not a video, too long, too large frames, unreadable) become one short
+  message: in the status line (analyze) or the quiz panel, a ``gr.Error`` toast in the chat; unexpected
+  exceptions are logged on the server and reported as a generic message, never a traceback.
+
+What a visitor is told about the models: the header says what they can and cannot do (a closed set of
+elements, the frames the encoder sees, a chat that can be wrong); a clip shorter than the sampler's frames
+is flagged in the status line.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -53,6 +58,34 @@ from mllm.encoders import VideoEncoder
 from sefar_encoder.prediction import Predictor
 
 CSS = "#status { min-height: 2.5em; }"  # the status line does not make the layout jump when it fills
+# The browser's player cannot play every file (a refused upload; AVI or codecs the browser lacks, which the
+# decoder reads): gradio then shows its own "Video not playable" toast beside the status line, which says
+# what the demo made of the file. One message: the player's error event stops before gradio's handler.
+SILENCE_PLAYER_ERRORS = """() => {
+  window.addEventListener("error", (event) => {
+    if (event.target instanceof HTMLVideoElement) event.stopImmediatePropagation();
+  }, true);
+}"""
+
+
+def capabilities(predictor: Predictor, chat: bool) -> str:
+    """The header's "what this can and cannot do", from the loaded models."""
+    classes = predictor.num_classes
+    root = predictor.model.preprocessing.data_root
+    trained = f" of `{Path(root).name}`" if root else ""
+    text = (
+        f"**What this can and cannot do.** The encoder names one of the {classes} elements{trained} it was "
+        "trained on, a closed set: every clip gets one of them, even a clip of something else, and a "
+        "high percentage says which of those elements fits best, not that the clip shows one. It looks at "
+        f"{sum(predictor.views)} frames spread over the whole clip, so upload one trimmed element (a few "
+        "seconds, one athlete); shorter clips repeat frames and longer ones are squeezed into those frames."
+    )
+    if chat:
+        text += (
+            " The chat's answers come from a language model trained on the same labels: they can be wrong, "
+            "and it knows no more about the clip than the encoder's features."
+        )
+    return text
 
 
 def build_demo(
@@ -77,7 +110,7 @@ def build_demo(
             "# SeFAR: fine-grained gymnastics elements\n"
             f"Upload a clip (up to {limits.max_file_mb:g} MB and {limits.max_duration_s:g} s) or pick an "
             f"example. The encoder samples {views} frames (fine and coarse views) and names the element; "
-            "the video MLLM answers questions about the clip."
+            "the video MLLM answers questions about the clip.\n\n" + capabilities(predictor, chat is not None)
         )
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=280):
@@ -201,4 +234,5 @@ def launch_demo(
         run_history=False,
         theme=gr.themes.Soft(),
         css=CSS,
+        js=SILENCE_PLAYER_ERRORS,
     )

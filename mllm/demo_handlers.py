@@ -23,8 +23,8 @@ from typing import Any, Protocol
 import gradio as gr
 import numpy as np
 
-from gym_qa.clips import clip_id_of
-from gym_qa.question_generator import Clip, GeneratorConfig, QuestionGenerator
+from gym_qa.clips import Clip, clip_id_of
+from gym_qa.question_generator import GeneratorConfig, QuestionGenerator
 from gym_qa.questions import Question
 from mllm.demo_models import DemoClips
 from mllm.demo_uploads import DemoLimits, Example, check_upload, file_digest, user_error
@@ -83,6 +83,16 @@ def _enlarge(frame: np.ndarray) -> np.ndarray:
     return frame if factor <= 1 else frame.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
+def short_clip_warning(frames: int, views: tuple[int, ...]) -> str:
+    """The status line's warning for a clip with fewer frames than the sampler takes (it repeats frames)."""
+    needed = sum(views)
+    return (
+        f"⚠ **Too short to judge**: this clip has {frames} frame{'s' if frames != 1 else ''}, the encoder "
+        f"samples {needed} ({' + '.join(map(str, views))}), so it sees repeated frames and no motion "
+        "between them; do not trust the elements below."
+    )
+
+
 def cannot_read(err: DecodeError, hint: str = "") -> gr.Error:
     """The visitor's message for a clip that does not decode (``hint``: what to do instead)."""
     return user_error(
@@ -134,34 +144,47 @@ class DemoHandlers:
 
     # -- handlers --------------------------------------------------------------------------------
     def analyze(self, video: str | None) -> tuple[list, dict[str, float] | None, list[list], str]:
-        """video → (gallery items, top-5 {name: probability}, table rows, status Markdown)."""
+        """video → (gallery items, top-5 {name: probability}, table rows, status Markdown).
+
+        A clip that cannot be analysed (a refused upload, an undecodable file, an unexpected failure) gives
+        empty outputs and its message in the status line: one message. Raised as ``gr.Error`` it would
+        also mark each of the event's outputs (and the upload) with an "Error" badge."""
         if not video:
             return [], None, [], ""
-        path, duration = check_upload(video, self.limits)
-        with _reported("analyze"):
-            prediction = self.predict(path)
-            gallery = self.gallery(prediction)
-            top = {self.names[s.label]: s.probability for s in prediction.top_k}
-            rows = [
-                [rank, s.name, s.set_name or "", s.event_name or "", f"{100 * s.probability:.1f} %"]
-                for rank, s in enumerate(prediction.top_k, start=1)
-            ]
-            seconds = f", {duration:.1f} s" if duration is not None else ""
-            status = (
-                f"`{path.name}`: {prediction.num_frames} frames{seconds}; "
-                f"encoder ran in {prediction.seconds:.2f} s."
-            )
-            label = self.true_label(path)
-            if label is not None:
-                ranks = [s.label for s in prediction.top_k]
-                if ranks[0] == label:
-                    verdict = "top-1 correct ✓"
-                elif label in ranks:
-                    verdict = f"ranked {ranks.index(label) + 1} ✗"
-                else:
-                    verdict = f"not in the top {len(ranks)} ✗"
-                status += f"  \nSynthGym example, true element **{self.names[label]}**: {verdict}."
-            return gallery, top, rows, status
+        try:
+            path, duration = check_upload(video, self.limits)
+            with _reported("analyze"):
+                return self._analyze(path, duration)
+        except gr.Error as err:
+            return [], None, [], f"**{err.message}**"
+
+    def _analyze(self, path: Path, duration: float | None) -> tuple[list, dict[str, float], list[list], str]:
+        prediction = self.predict(path)
+        gallery = self.gallery(prediction)
+        top = {self.names[s.label]: s.probability for s in prediction.top_k}
+        rows = [
+            [rank, s.name, s.set_name or "", s.event_name or "", f"{100 * s.probability:.1f} %"]
+            for rank, s in enumerate(prediction.top_k, start=1)
+        ]
+        seconds = f", {duration:.1f} s" if duration is not None else ""
+        frames = prediction.num_frames
+        status = (
+            f"`{path.name}`: {frames} frame{'s' if frames != 1 else ''}{seconds}; "
+            f"encoder ran in {prediction.seconds:.2f} s."
+        )
+        if frames < sum(self.predictor.views):
+            status += "  \n" + short_clip_warning(frames, self.predictor.views)
+        label = self.true_label(path)
+        if label is not None:
+            ranks = [s.label for s in prediction.top_k]
+            if ranks[0] == label:
+                verdict = "top-1 correct ✓"
+            elif label in ranks:
+                verdict = f"ranked {ranks.index(label) + 1} ✗"
+            else:
+                verdict = f"not in the top {len(ranks)} ✗"
+            status += f"  \nSynthGym example, true element **{self.names[label]}**: {verdict}."
+        return gallery, top, rows, status
 
     def gallery(self, prediction: ClipPrediction) -> list[tuple[np.ndarray, str]]:
         """The frames of each view, captioned with the view, its level and the frame index."""
@@ -206,7 +229,14 @@ class DemoHandlers:
                 yield history, ""
 
     def quiz(self, video: str | None) -> str:
-        """A Gym-QA question about the clip, the MLLM's choice and the truth, as Markdown."""
+        """A Gym-QA question about the clip, the MLLM's choice and the truth, as Markdown; a clip that cannot
+        be quizzed gives its message instead (one message, as :meth:`analyze`)."""
+        try:
+            return self._quiz(video)
+        except gr.Error as err:
+            return f"**{err.message}**"
+
+    def _quiz(self, video: str | None) -> str:
         path, _ = check_upload(video, self.limits)
         with _reported("quiz"):
             question, truth_note = self.quiz_question(path)

@@ -43,10 +43,13 @@ def load_chat(
     device: str | torch.device = "cpu",
     generation: GenerationOptions | None = None,
     trust_remote_code: bool = False,
+    llm_name_or_path: str | None = None,
 ) -> tuple[VideoChat, VideoEncoder]:
     """The MLLM of ``mllm_dir`` and its video encoder: the predictor's own model (loaded from
     ``encoder_dir``) when the MLLM was trained on SeFAR features and no other ``mllm_encoder`` weights are
     named, else the encoder :meth:`VideoChat.from_pretrained` loads from ``mllm_encoder or encoder_dir``.
+
+    ``llm_name_or_path`` replaces the base LLM recorded in the MLLM checkpoint (:meth:`VideoChat.from_pretrained`).
 
     Raises :class:`mllm.chat.EncoderMismatchError` when the encoder is not the one the MLLM was trained on.
     """
@@ -57,6 +60,7 @@ def load_chat(
         "device": device,
         "generation": generation,
         "trust_remote_code": trust_remote_code,
+        "llm_name_or_path": llm_name_or_path,
     }
     described = MultimodalModel.read_instruction(mllm_dir).get("encoder")
     if mllm_encoder is None and described and described.get("name") == SeFARVideoEncoder.name:

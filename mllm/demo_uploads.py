@@ -18,7 +18,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from gym_qa.hierarchy import EVENT_NAMES
+from gym_qa.hierarchy_files import EVENT_NAMES
 from sefar_encoder.clip_inputs import ClipInput
 from sefar_encoder.decoding import DecodeError, probe_header
 from sefar_encoder.prediction import Predictor

@@ -4,15 +4,16 @@ Shape notation: N video tokens, L prompt length, D LLM width.
 
 ``generate`` runs in a worker thread and pushes decoded text into a ``TextIteratorStreamer``;
 :func:`stream_generate` is a plain generator over those pieces (what the Gradio demo iterates).
-Generation starts from ``inputs_embeds`` (the prompt with projected video tokens) and stops at EOS or
-after ``max_new_tokens``. An exception in the worker is re-raised in the consumer, and closing the
-generator early stops the worker at its next token.
+Generation starts from ``inputs_embeds`` (the prompt with projected video tokens) and stops at EOS, at
+a role marker of the conversation template (``USER:``, ``ASSISTANT:``: transformers' ``stop_strings``;
+the marker and what follows never reach the answer) or after ``max_new_tokens``. An exception in the
+worker is re-raised in the consumer, and closing the generator early stops the worker at its next token.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,14 +49,39 @@ class _StopWhenSet(StoppingCriteria):
         )
 
 
+def until_markers(pieces: Iterable[str], markers: Sequence[str]) -> Iterator[str]:
+    """The text of ``pieces`` up to the first of ``markers`` (without the marker, what follows it, or the
+    spaces before it). Text that may still turn into a marker is held back until the next piece says."""
+    if not markers:
+        yield from pieces
+        return
+    held = ""
+    for piece in pieces:
+        held += piece
+        found = [i for i in (held.find(m) for m in markers) if i >= 0]
+        if found:
+            if text := held[: min(found)].rstrip():
+                yield text
+            return
+        # the longest tail that is blank, or blank then the start of a marker, waits for more text
+        cut = next(i for i in range(len(held) + 1) if any(m.startswith(held[i:].lstrip()) for m in markers))
+        if cut:
+            yield held[:cut]
+            held = held[cut:]
+    if held:
+        yield held
+
+
 def stream_generate(
     model: MultimodalModel,
     tokenizer: PreTrainedTokenizerBase,
     input_ids: torch.Tensor,
     video_features: torch.Tensor | None = None,
     options: GenerationOptions | None = None,
+    stop_strings: Sequence[str] = (),
 ) -> Iterator[str]:
-    """Yield text pieces of the answer to a prompt ``input_ids`` [1, L] (ends with ``ASSISTANT:``)."""
+    """Yield text pieces of the answer to a prompt ``input_ids`` [1, L] (ends with ``ASSISTANT:``); the
+    answer ends at the first of ``stop_strings`` (the template's role markers), which is not yielded."""
     options = options or GenerationOptions()
     input_ids = input_ids.to(model.device)
     attention_mask = torch.ones_like(input_ids)
@@ -73,6 +99,8 @@ def stream_generate(
         "streamer": streamer,
         "stopping_criteria": StoppingCriteriaList([_StopWhenSet(stop)]),
     }
+    if stop_strings:  # generation stops at the token completing a marker; until_markers cuts the text
+        kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
     if options.do_sample:
         kwargs.update(temperature=options.temperature, top_p=options.top_p)
     else:  # the checkpoint's generation_config may carry sampling values; greedy ignores them
@@ -93,7 +121,7 @@ def stream_generate(
     worker = threading.Thread(target=work, daemon=True)
     worker.start()
     try:
-        for piece in streamer:
+        for piece in until_markers(streamer, stop_strings):
             if piece:
                 yield piece
     finally:
@@ -121,5 +149,7 @@ def generate_answer(
         raise ValueError("the last turn must be unanswered for generation")
     prompt = builder.encode(turns, sample_id="generation")
     input_ids = torch.tensor([prompt.input_ids])  # [1, L]
-    pieces = stream_generate(model, builder.tokenizer, input_ids, video_features, options)
+    pieces = stream_generate(
+        model, builder.tokenizer, input_ids, video_features, options, builder.template.role_markers
+    )
     return pieces if stream else "".join(pieces)

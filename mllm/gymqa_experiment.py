@@ -263,13 +263,9 @@ def task_corpus(hierarchy: Any, variants: int = 3) -> list[str]:
     element names (``tiny_llm_corpus``) plus one Gym-QA question of every answer type per class and
     variant, answered as stage B answers (so set names, apparatus and "how many" stems get word pieces).
     Uniform over the classes; no clip and no label of any split is used."""
-    from gym_qa.question_generator import (
-        ANSWER_TYPES,
-        Clip,
-        GeneratorConfig,
-        GeneratorError,
-        QuestionGenerator,
-    )
+    from gym_qa.answer_types import ANSWER_TYPES
+    from gym_qa.clips import Clip
+    from gym_qa.question_generator import GeneratorConfig, GeneratorError, QuestionGenerator
     from mllm.instruction_data import format_answer
     from mllm.language_model import tiny_llm_corpus
 

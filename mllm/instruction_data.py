@@ -41,10 +41,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from gym_qa.clips import clip_id_of
+from gym_qa.clips import Clip, clip_id_of
 from gym_qa.hierarchy import Hierarchy
 from gym_qa.lists import ListEntry
-from gym_qa.question_generator import Clip, GeneratorConfig, QuestionGenerator
+from gym_qa.question_generator import GeneratorConfig, QuestionGenerator
 from gym_qa.questions import Question
 from mllm.feature_cache import FeatureCache
 from mllm.prompting import IGNORE_INDEX, EncodedSample, PromptBuilder, Turn, pad_batch

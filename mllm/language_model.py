@@ -27,7 +27,7 @@ from peft import (
     prepare_model_for_kbit_training,
     set_peft_model_state_dict,
 )
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import (
@@ -39,6 +39,7 @@ from transformers import (
 )
 
 from mllm.tokenizer import encode_fragment, load_tokenizer, save_tokenizer, train_sentencepiece_tokenizer
+from sefar_encoder.runtime.config import ConfigError
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -107,12 +108,14 @@ def build_quantization_config(cfg: LLMConfig) -> BitsAndBytesConfig | None:
 
 
 def check_4bit_supported(cfg: LLMConfig) -> None:
-    """Fail at once, with the requirement named, when 4-bit is asked for without CUDA."""
+    """Fail at once, with the requirement named, when 4-bit is asked for without CUDA: a
+    :class:`ConfigError` (bad configuration for this machine), which every entry point reports in one line.
+    Training calls it before anything else (the feature cache is not built for a run that cannot load)."""
     if cfg.load_in_4bit and not torch.cuda.is_available():
-        raise RuntimeError(
-            "llm.load_in_4bit=true needs a CUDA GPU (bitsandbytes nf4 4-bit weights), but "
-            "torch.cuda.is_available() is False; set llm.load_in_4bit=false to load in "
-            f"{cfg.dtype} on this machine"
+        raise ConfigError(
+            "4-bit loading (llm.load_in_4bit=true, --load-in-4bit) needs a CUDA GPU (bitsandbytes nf4 "
+            "weights), but torch.cuda.is_available() is False; set llm.load_in_4bit=false (or drop "
+            f"--load-in-4bit) to load the LLM in {cfg.dtype} on this machine"
         )
 
 
@@ -193,9 +196,28 @@ def apply_lora(
     return get_peft_model(model, peft_config)
 
 
-def save_adapter(model: PeftModel, directory: str | Path) -> None:
-    """peft ``save_pretrained``: ``adapter_config.json`` + ``adapter_model.safetensors``."""
-    model.save_pretrained(str(directory), safe_serialization=True)
+def save_adapter(
+    model: PeftModel, directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None
+) -> None:
+    """peft ``save_pretrained``: ``adapter_config.json`` + ``adapter_model.safetensors``.
+
+    With ``state_dict`` (the PeftModel's full state dict, gathered from FSDP shards) the weights are its LoRA
+    entries, keyed as peft keys them (the adapter name dropped). peft 0.21 would pick them by the model's
+    module names, which FSDP's nested units interrupt with ``_fsdp_wrapped_module``: it saved nothing."""
+    if state_dict is None:
+        model.save_pretrained(str(directory), safe_serialization=True)
+        return
+    name = model.active_adapter
+    weights = {
+        k.replace(f".{name}.", "."): v.contiguous()
+        for k, v in state_dict.items()
+        if ".lora_" in k and f".{name}." in k
+    }
+    if not weights:
+        raise ValueError(f"the state dict holds no weights of adapter {name!r}")
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(Path(directory) / "adapter_model.safetensors"), metadata={"format": "pt"})
+    model.peft_config[name].save_pretrained(str(directory))
 
 
 def load_adapter(model: PreTrainedModel, directory: str | Path, *, trainable: bool = False) -> PeftModel:

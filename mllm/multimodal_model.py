@@ -57,6 +57,7 @@ from mllm.language_model import (
 from mllm.projector import ProjectorConfig, build_projector
 from mllm.prompting import IGNORE_INDEX
 from sefar_encoder.runtime.atomic import write_atomic, write_text_atomic
+from sefar_encoder.runtime.checkpoint import unprefixed
 
 CHECKPOINT_FORMAT = "sefar-mllm"
 CHECKPOINT_VERSION = 1
@@ -168,6 +169,19 @@ class MultimodalModel(nn.Module):
                 p.requires_grad_(llm)
         self.config.projector_trainable, self.config.llm_trainable = projector, llm
 
+    def param_groups(self, lr: float, projector_lr: float | None = None) -> list[dict[str, Any]]:
+        """AdamW parameter groups of the trainable parameters: the projector's at ``projector_lr`` (``lr``
+        when None), the LLM's (LoRA or all) at ``lr``; empty groups are left out. Each group's ``peak_lr``
+        is what the learning-rate schedule scales."""
+        projector = [p for p in self.projector.parameters() if p.requires_grad]
+        llm = [p for p in self.llm.parameters() if p.requires_grad]
+        peaks = (lr if projector_lr is None else projector_lr, lr)
+        return [
+            {"params": params, "lr": peak, "peak_lr": peak, "name": name}
+            for name, params, peak in (("projector", projector, peaks[0]), ("llm", llm, peaks[1]))
+            if params
+        ]
+
     @property
     def device(self) -> torch.device:
         return self.llm.get_input_embeddings().weight.device
@@ -238,15 +252,22 @@ class MultimodalModel(nn.Module):
 
     # -- checkpoint --------------------------------------------------------------------------------
 
-    def save_pretrained(self, directory: str | Path) -> Path:
+    def save_pretrained(
+        self, directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None
+    ) -> Path:
         """Write the trainable parts (adapter, projector), the instruction record and then a JSON config;
-        each one atomically (the adapter folder by the rename-aside swap of :func:`_swap_in_adapter`)."""
+        each one atomically (the adapter folder by the rename-aside swap of :func:`_swap_in_adapter`).
+        ``state_dict``: this model's full state dict, saved from instead of the parameters (which are
+        shards under FSDP: ``mllm.sharding.full_state_dict``)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         has_adapter = isinstance(self.llm, PeftModel)
         if has_adapter:
-            _swap_in_adapter(self.llm, directory)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.projector.state_dict().items()}
+            _swap_in_adapter(
+                self.llm, directory, None if state_dict is None else unprefixed(state_dict, "llm")
+            )
+        projector = self.projector.state_dict() if state_dict is None else unprefixed(state_dict, "projector")
+        state = {k: v.detach().contiguous().cpu() for k, v in projector.items()}
         metadata = {"format": CHECKPOINT_FORMAT, "projector": self.config.projector.type}
         write_atomic(directory / PROJECTOR_FILE, lambda tmp: save_file(state, str(tmp), metadata=metadata))
         if self.instruction:
@@ -356,17 +377,20 @@ class MultimodalModel(nn.Module):
                 )
 
 
-def _swap_in_adapter(llm: PeftModel, directory: Path) -> None:
+def _swap_in_adapter(
+    llm: PeftModel, directory: Path, state_dict: dict[str, torch.Tensor] | None = None
+) -> None:
     """Replace ``directory/adapter`` by ``llm``'s adapter: write the new one to a temporary folder, rename
     the old one aside, rename the new one in, delete the aside (the pattern of
     ``SeFAREncoder.save_pretrained``). A kill never loses the old adapter: between the two renames it
-    waits aside, where :func:`_adapter_dir` reads it until the next save puts the new one in place."""
+    waits aside, where :func:`_adapter_dir` reads it until the next save puts the new one in place.
+    ``state_dict``: ``llm``'s full state dict to take the adapter weights from (default: its own)."""
     final = directory / ADAPTER_DIR
     for leftover in _hidden_siblings(directory, "tmp"):  # a killed save's partial writes
         shutil.rmtree(leftover, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{ADAPTER_DIR}.tmp-", dir=directory))
     try:
-        save_adapter(llm, tmp)
+        save_adapter(llm, tmp, state_dict)
         if final.exists():
             # Asides next to a complete adapter are stale (a save killed after its rename-in): drop them,
             # so that a missing adapter/ never has more than one aside to be recovered from.

@@ -68,6 +68,13 @@ class ConversationTemplate:
     eos_text: str = "</s>"  # rendered text only; becomes the EOS id
     turn_sep: str = " "  # after the EOS of a turn, before the next user_prefix
 
+    @property
+    def role_markers(self) -> tuple[str, ...]:
+        """The text that opens a turn (``USER:``, ``ASSISTANT:``): an answer ends before either, so
+        generation stops there (a model that missed its EOS would go on writing the conversation)."""
+        markers = (self.user_prefix.strip(), self.assistant_prefix.strip())
+        return tuple(dict.fromkeys(m for m in markers if m))
+
 
 VICUNA_V1 = ConversationTemplate(name="vicuna_v1", system=VICUNA_V1_SYSTEM)
 TEMPLATES: dict[str, ConversationTemplate] = {"vicuna_v1": VICUNA_V1}

@@ -211,10 +211,12 @@ def pair_table(enc: dict[str, Any], control: dict[str, Any]) -> list[str]:
     names = list(enc["pairs"])
     lines = [
         "",
-        "Test accuracy beside the order-blind control (the same recipe, supervised at "
-        f"{control['label_rate']} % labels, {control['optimizer_steps']} steps, frames pooled in time). A pair "
-        "column is the accuracy on the clips of a fine-grained pair at telling which member it is "
-        "(50 % = cannot tell; the order-blind control cannot tell a forward from a backward salto):",
+        (
+            "Test accuracy beside the order-blind control (the same recipe, supervised at "
+            f"{control['label_rate']} % labels, {control['optimizer_steps']} steps, frames pooled in time). "
+            "A pair column is the accuracy on the clips of a fine-grained pair at telling which member it is "
+            "(50 % = cannot tell; the order-blind control cannot tell a forward from a backward salto):"
+        ),
         "",
         "| encoder | mean class % | " + " | ".join(f"{n.replace('_', ' ')} pairs %" for n in names) + " |",
         "|---|---|" + "---|" * len(names),

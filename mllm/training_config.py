@@ -72,6 +72,13 @@ class StageConfig:
     batch_size: int = field(default=8, metadata={"help": "global batch: samples per optimizer step"})
     micro_batch_size: int = field(default=8, metadata={"help": "samples per forward and process"})
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
+    projector_lr: float | None = field(
+        default=None,
+        metadata={
+            "help": "peak learning rate of the projector, an AdamW group of its own (LLaVA-1.5's stage B: "
+            "2e-5, LoRA at 2e-4); null = lr"
+        },
+    )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     warmup_fraction: float = field(default=0.03, metadata={"help": "linear warm-up, then cosine to 0"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping; 0 = off"})
@@ -123,9 +130,11 @@ class MLLMTrainConfig:
 RESUME_MAY_DIFFER = frozenset({"progress", "keep_checkpoints", "features.num_workers"})
 
 
-def lr_at(stage: StageConfig, step: int, total: int) -> float:
-    """Linear warm-up over ``warmup_fraction`` of the steps, then cosine to 0 (LLaVA's schedule)."""
+def lr_at(stage: StageConfig, step: int, total: int, peak: float | None = None) -> float:
+    """Linear warm-up over ``warmup_fraction`` of the steps, then cosine to 0 (LLaVA's schedule), from the
+    peak ``peak`` (an optimizer group's; default ``stage.lr``)."""
+    peak = stage.lr if peak is None else peak
     warm = int(stage.warmup_fraction * total)
     if step < warm:
-        return stage.lr * (step + 1) / warm
-    return stage.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+        return peak * (step + 1) / warm
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))

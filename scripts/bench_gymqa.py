@@ -15,10 +15,12 @@ adds encoders to the comparison.
 
 Every job is resumable in ``<runs>/<encoder>/seed<k>/`` (finished steps are skipped; ``--force`` redoes
 them), so the table can be built across sessions. Aggregation reads the finished jobs only and writes
-``--json-out`` (default ``docs/results/gymqa_bench.json``): an object keyed ``"<encoder>@<mode>"`` with
-``mean``, ``std`` and ``runs`` (per-seed test accuracy, %), ``seeds``, ``questions``, and per answer type
-the mean accuracy; plus ``machine`` (``sefar_encoder.runtime.machine.machine_info``: cpu, cores, threads,
-torch version, date, ...) and ``command``. A Markdown table is printed (``--markdown-out`` also writes it).
+``--json-out`` (default ``<runs>/gymqa_bench.json``, beside the jobs; the committed figures,
+``docs/results/gymqa_bench.json``, are written only when named there): an object keyed
+``"<encoder>@<mode>"`` with ``mean``, ``std`` and ``runs`` (per-seed test accuracy, %), ``seeds``,
+``questions``, and per answer type the mean accuracy; plus ``machine``
+(``sefar_encoder.runtime.machine.machine_info``: cpu, cores, threads, torch version, date, ...) and
+``command``. A Markdown table is printed (``--markdown-out`` also writes it).
 
 Defaults follow the SSL benchmark (``scripts/bench_ssl.py``): the SeFAR encoder of ``sefar@10`` seed 0,
 whose run ``config.yaml`` gives the label rate (stage A/B use the same labeled clips) and the backbone
@@ -215,7 +217,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--force", action="store_true", help="redo every step of the selected jobs")
     p.add_argument("--aggregate-only", action="store_true", help="run nothing; tabulate the finished jobs")
-    p.add_argument("--json-out", default="docs/results/gymqa_bench.json", help="aggregated JSON")
+    p.add_argument(
+        "--json-out",
+        default=None,
+        help="aggregated JSON (default: <runs>/gymqa_bench.json; the committed figures are "
+        "docs/results/gymqa_bench.json, written only when named here)",
+    )
     p.add_argument("--markdown-out", default=None, help="also write the Markdown table here")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
@@ -237,6 +244,11 @@ def extra_encoders(args: argparse.Namespace) -> dict[str, str]:
 
 def encoder_weights(args: argparse.Namespace) -> tuple[dict[str, str], int]:
     """Weights per encoder and the label rate, from the arguments and the SeFAR run's config."""
+    if not Path(args.sefar).is_dir():
+        raise ExperimentError(
+            f"encoder not found: {args.sefar} (a SeFAR encoder folder, as scripts/train_encoder.py exports "
+            "to <run>/encoder; give it with --sefar)"
+        )
     settings = encoder_run_settings(args.sefar)
     framepool = args.framepool or settings.get("backbone")
     rate = args.label_rate or settings.get("label_rate")
@@ -356,13 +368,14 @@ def main(argv: list[str] | None = None) -> int:
     except ExperimentError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json_out).write_text(json.dumps(table, indent=1) + "\n")
+    json_out = Path(args.json_out or Path(args.runs) / "gymqa_bench.json")
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(table, indent=1) + "\n")
     md = markdown(table)
     if args.markdown_out:
         Path(args.markdown_out).write_text(md + "\n")
     print(md)
-    print(f"-> {args.json_out}")
+    print(f"-> {json_out}")
     return 0
 
 

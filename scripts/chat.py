@@ -8,8 +8,9 @@
 its kind and builder options (token options, frames per clip) come from the MLLM checkpoint unless
 --encoder-name / --encoder-option say otherwise. --mc answers a multiple-choice question by option
 likelihood and prints the letter and the per-option NLLs instead of generating. Several questions are
-asked in turn, as one conversation. --trust-remote-code (off by default) lets a hub LLM run the
-modelling/tokenizer code shipped with it: only for checkpoints you trust.
+asked in turn, as one conversation. --llm loads the base LLM from another place (a local folder or hub
+id) than the one recorded in the MLLM checkpoint's mllm_config.json. --trust-remote-code (off by default)
+lets a hub LLM run the modelling/tokenizer code shipped with it: only for checkpoints you trust.
 
 Exit codes: 0 done; 2 bad input (missing file, encoder mismatch, undecodable video).
 """
@@ -37,6 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--encoder", required=True, help="video encoder checkpoint (directory / file / hub id)")
     p.add_argument("--mllm", required=True, type=Path, help="MLLM checkpoint directory (<stage run>/mllm)")
+    p.add_argument("--llm", default=None, help="base LLM, local folder or hub id (default: the checkpoint's)")
     p.add_argument("--video", required=True, type=Path, help="the clip to ask about")
     p.add_argument("questions", nargs="+", help="question(s), asked in turn as one conversation")
     p.add_argument("--encoder-name", default=None, choices=sorted(ENCODERS), help="default: the checkpoint's")
@@ -76,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             load_in_4bit=args.load_in_4bit or None,
             generation=generation,
             trust_remote_code=args.trust_remote_code,
+            llm_name_or_path=args.llm,
         )
         history: list[Turn] = []
         for question in args.questions:

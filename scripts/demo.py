@@ -18,11 +18,13 @@ events). --mllm: an MLLM checkpoint (``<stage B run>/mllm``); its video encoder'
 unless --mllm-encoder names others (the MLLM checks the encoder's fingerprint); the same weights are
 loaded once, for the classifier and the MLLM, and each clip is decoded once for both. Without --mllm the
 quickstart's MLLM is used if it exists, else the chat panel says the MLLM is not loaded (--no-mllm: never
-load it). --trust-remote-code (off by default) lets a hub LLM run the modelling/tokenizer code shipped
-with it: only for checkpoints you trust. --examples: a list file (``<path> <label>``: the labels are the
-truth shown for examples) or a folder of clips; default: the test list of the data set the encoder was
-trained on (``data_root`` in the export's preprocessing.json), if found. The example clips are copied
-into the app's private folder, the only folder besides its upload folder that the app serves files from.
+load it). --llm loads the MLLM's base LLM from another place (a local folder or hub id) than the one
+recorded in its mllm_config.json. --trust-remote-code (off by default) lets a hub LLM run the
+modelling/tokenizer code shipped with it: only for checkpoints you trust. --examples: a list file
+(``<path> <label>``: the labels are the truth shown for examples) or a folder of clips; default: the test
+list of the data set the encoder was trained on (``data_root`` in the export's preprocessing.json), if
+found. The example clips are copied into the app's private folder, the only folder besides its upload
+folder that the app serves files from.
 
 Exit codes: 0 after a normal shutdown (Ctrl-C); 1 usage or model error (missing checkpoint, encoder
 mismatch, bad examples or questions file).
@@ -60,6 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--mllm", type=Path, default=None, help=f"MLLM checkpoint directory (default: {DEFAULT_MLLM})"
     )
     p.add_argument("--no-mllm", action="store_true", help="run without the MLLM (no chat answers)")
+    p.add_argument("--llm", default=None, help="base LLM, local folder or hub id (default: the MLLM's)")
     p.add_argument(
         "--mllm-encoder", default=None, help="video encoder weights of the MLLM (default: --encoder)"
     )
@@ -146,6 +149,7 @@ def serve(args: argparse.Namespace, dirs: AppDirs, limits: DemoLimits) -> int:
                 device=args.device,
                 generation=GenerationOptions(max_new_tokens=args.max_new_tokens),
                 trust_remote_code=args.trust_remote_code,
+                llm_name_or_path=args.llm,
             )
         except Exception as err:  # noqa: BLE001 - missing files, encoder mismatch...: a model error
             print(f"demo: error: cannot load the MLLM from {mllm_dir}: {err}", file=sys.stderr)

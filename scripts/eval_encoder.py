@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from gym_qa.hierarchy import HierarchyError
+from gym_qa.hierarchy_files import HierarchyError
 from gym_qa.lists import ListFileError
 from sefar_encoder.clip_checks import BadClipsError
 from sefar_encoder.decoding import DecodeError

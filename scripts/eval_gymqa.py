@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from gym_qa.clips import clip_id_of
-from gym_qa.hierarchy import Hierarchy, HierarchyError, load_hierarchy
+from gym_qa.hierarchy import Hierarchy, load_hierarchy
+from gym_qa.hierarchy_files import HierarchyError
 from gym_qa.lists import ListFileError, read_list
 from gym_qa.questions import QuestionFormatError, load_questions
 from gym_qa.reference_answerers import (

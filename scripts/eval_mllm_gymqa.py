@@ -17,9 +17,11 @@ Modes:
 
 Features of the questions' clips (``video`` = clip id, mapped to files by --list) come from the feature
 cache under --cache-root; clips not cached yet are encoded first. The encoder (name, --weights,
---encoder-option) must be the one the MLLM was trained on: its fingerprint is checked. The report
-(``gym_qa.score``: overall, per answer type, per event/set with --categories) goes to --out-json and
---out-md (default: next to the predictions), with the run's settings and timings under ``"run"``.
+--encoder-option) must be the one the MLLM was trained on: its fingerprint is checked. --llm loads the base
+LLM from another place (a local folder or hub id) than the one recorded in the checkpoint's
+mllm_config.json. The report (``gym_qa.score``: overall, per answer type, per event/set with --categories)
+goes to --out-json and --out-md (default: next to the predictions), with the run's settings and timings
+under ``"run"``.
 A clip that cannot be decoded stops the run (--on-bad-sample error) or is skipped (skip): its questions
 then count as wrong, are listed under ``run.questions_without_features`` and announced on stderr.
 
@@ -42,7 +44,8 @@ from tqdm import tqdm
 
 from gym_qa.classifier_answerer import answerable_questions, classifier_predictions
 from gym_qa.clips import clip_id_of
-from gym_qa.hierarchy import HierarchyError, load_hierarchy
+from gym_qa.hierarchy import load_hierarchy
+from gym_qa.hierarchy_files import HierarchyError
 from gym_qa.lists import ListEntry, ListFileError, read_list
 from gym_qa.questions import QuestionFormatError, circular_questions, load_questions
 from gym_qa.scoring import Prediction, report_to_markdown, score, write_predictions
@@ -66,6 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--mllm", type=Path, default=None, help="MLLM checkpoint (<stage run>/mllm); not for classifier4"
     )
+    p.add_argument("--llm", default=None, help="base LLM, local folder or hub id (default: the checkpoint's)")
     p.add_argument(
         "--encoder", default=None, choices=sorted(ENCODERS), help="encoder name (default: the checkpoint's)"
     )
@@ -210,6 +214,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         generation=GenerationOptions(max_new_tokens=args.max_new_tokens),
         score_target=args.score_target,
         trust_remote_code=args.trust_remote_code,
+        llm_name_or_path=args.llm,
     )
     report = build_feature_cache(
         chat.encoder,

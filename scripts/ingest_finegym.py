@@ -19,7 +19,8 @@ from pathlib import Path
 
 from gym_qa.clips import ClipError
 from gym_qa.finegym import ingest, write_ingest_outputs
-from gym_qa.hierarchy import Hierarchy, HierarchyError
+from gym_qa.hierarchy import Hierarchy
+from gym_qa.hierarchy_files import HierarchyError
 from gym_qa.lists import ListFileError
 
 

@@ -25,16 +25,16 @@ import json
 import sys
 from pathlib import Path
 
-from gym_qa.clips import ClipError
+from gym_qa.clips import ClipError, clips_from_list
 from gym_qa.finegym import metadata_path
-from gym_qa.hierarchy import HierarchyError, load_hierarchy
+from gym_qa.hierarchy import load_hierarchy
+from gym_qa.hierarchy_files import HierarchyError
 from gym_qa.lists import ListFileError
 from gym_qa.question_generator import (
     DISTRACTOR_MODES,
     GeneratorConfig,
     GeneratorError,
     QuestionGenerator,
-    clips_from_list,
     parse_answer_types,
 )
 from gym_qa.questions import QuestionFormatError, write_questions

@@ -29,7 +29,8 @@ import random
 import sys
 from pathlib import Path
 
-from gym_qa.hierarchy import Hierarchy, HierarchyError
+from gym_qa.hierarchy import Hierarchy
+from gym_qa.hierarchy_files import HierarchyError
 from gym_qa.lists import ListEntry, ListFileError, read_list
 from gym_qa.splits import DEFAULT_RATES, SplitError, make_split_dir, write_split_dir
 

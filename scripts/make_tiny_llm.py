@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from gym_qa.finegym import metadata_path
-from gym_qa.hierarchy import HierarchyError, read_categories
+from gym_qa.hierarchy_files import HierarchyError, read_categories
 from mllm.language_model import MICRO_TINY_LLM, TinyLLMConfig, build_tiny_llm, tiny_llm_corpus
 
 CATEGORY_FILES = ("gym99_categories.txt", "gym288_categories.txt")

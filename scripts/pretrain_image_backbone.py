@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
-from gym_qa.synthgym.choreography import SHAPES
+from gym_qa.synthgym.poses import SHAPES
 from sefar_encoder.decoding import DecodeError
 from sefar_encoder.frame_pretraining import (
     BATCH_KEYS,

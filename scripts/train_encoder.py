@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -45,7 +44,8 @@ import torch
 from accelerate import Accelerator, PartialState
 from tqdm import tqdm
 
-from gym_qa.hierarchy import Hierarchy, HierarchyError
+from gym_qa.hierarchy import Hierarchy
+from gym_qa.hierarchy_files import HierarchyError
 from gym_qa.lists import ListFileError
 from sefar_encoder.clip_checks import BadClipsError
 from sefar_encoder.decoding import DecodeError
@@ -77,6 +77,7 @@ from sefar_encoder.run_state import (
     epoch_line,
     kept_checkpoints,
     load_checkpoint_tensors,
+    record_init,
     ssl_summary,
     sync_data_problems,
     unwrap,
@@ -89,6 +90,7 @@ from sefar_encoder.runtime.lifecycle import (
     RunLifecycle,
     append_history,
     count_loss,
+    deterministic_algorithms,
     exit_code,
     rewind_history,
     write_history,
@@ -101,6 +103,7 @@ from sefar_encoder.training_config import (
     check_batch_split,
     check_lists,
     frame_token_cache,
+    model_data_config,
     optimizer_steps_per_epoch,
     unlabeled_pool,
 )
@@ -164,10 +167,9 @@ def setup(cfg: EncoderTrainConfig, lifecycle: RunLifecycle) -> tuple[TrainContex
     splits = ("train", "unlabel", "val", "test") if method.uses_unlabeled else ("train", "val", "test")
     check_lists(cfg, splits)
     hierarchy = Hierarchy.from_dir(cfg.data.root)
-    augment = dataclasses.replace(cfg.data.augment, temporal_perturb=method.perturb)
-    data_cfg = dataclasses.replace(cfg.data, views=views, augment=augment)
     student, init_report = build_model(cfg, hierarchy, views)
-    token_cache = frame_token_cache(cfg, student, augment) if cfg.frame_token_cache else None
+    data_cfg = model_data_config(cfg, student, method.perturb)  # normalised as the image weights expect
+    token_cache = frame_token_cache(cfg, student, data_cfg.augment) if cfg.frame_token_cache else None
     show = cfg.progress and acc.is_main_process
     datasets = build_datasets(data_cfg, hierarchy.num_classes, splits, progress=show, token_cache=token_cache)
     if token_cache is not None:
@@ -187,9 +189,8 @@ def setup(cfg: EncoderTrainConfig, lifecycle: RunLifecycle) -> tuple[TrainContex
     loader = build_semi_loader(micro_cfg, datasets, device=acc.device, shard=shard)
     if method.order_blind:
         make_order_blind(student)
-    if init_report is not None and acc.is_main_process:
-        (lifecycle.dir / "init_report.json").write_text(json.dumps(dataclasses.asdict(init_report), indent=1))
-        print(init_report.summary())
+    if acc.is_main_process:
+        record_init(lifecycle.dir, student, init_report)
     second = build_model(cfg, hierarchy, views)[0] if method.second_stream else None
     if token_cache is not None and second is not None:
         second.freeze_frame_stem()  # the same init, so the same stem as the student's: one cache serves both
@@ -443,20 +444,18 @@ def cleanup(ctx: TrainContext, state: EncoderState) -> dict[str, Any]:
 def run(cfg: EncoderTrainConfig, resume: bool = False) -> dict[str, Any]:
     """Train, validate each epoch, keep the best on val, test once; returns the final metrics (a finished
     run's, without training, when resuming it). SIGTERM: see the module docstring."""
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    with RunLifecycle(cfg.out_dir, cfg, resume=resume, may_differ=RESUME_MAY_DIFFER) as lifecycle:
+    # deterministic: before anything starts CUDA (CUBLAS_WORKSPACE_CONFIG), for as long as this run
+    with (
+        deterministic_algorithms(cfg.deterministic),
+        RunLifecycle(cfg.out_dir, cfg, resume=resume, may_differ=RESUME_MAY_DIFFER) as lifecycle,
+    ):
         if (done := lifecycle.finished()) is not None:
             return done
         lifecycle.check_resume()
         ctx, state = setup(cfg, lifecycle)
         lifecycle.check_stop()
-        # process-wide, so only for as long as this run (run() may be called in-process, e.g. by tests)
-        torch.use_deterministic_algorithms(cfg.deterministic or was_deterministic)
-        try:
-            train(ctx, state)
-            return cleanup(ctx, state)
-        finally:
-            torch.use_deterministic_algorithms(was_deterministic)
+        train(ctx, state)
+        return cleanup(ctx, state)
 
 
 def main(argv: list[str] | None = None) -> int:

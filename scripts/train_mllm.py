@@ -54,10 +54,12 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from tqdm import tqdm
 
-from gym_qa.hierarchy import HierarchyError, load_hierarchy
+from gym_qa.hierarchy import load_hierarchy
+from gym_qa.hierarchy_files import HierarchyError
 from gym_qa.lists import ListFileError
 from gym_qa.question_generator import GeneratorError
 from gym_qa.questions import QuestionFormatError, write_questions
+from mllm import sharding
 from mllm.feature_cache import EncodingError, FeatureCache, StaleCacheError
 from mllm.instruction_data import (
     ANSWER_FORMAT,
@@ -67,6 +69,7 @@ from mllm.instruction_data import (
     epoch_order,
     process_micro_batches,
 )
+from mllm.language_model import check_4bit_supported
 from mllm.multimodal_model import CheckpointMismatchError, MultimodalConfig, MultimodalModel
 from mllm.prompting import IGNORE_INDEX, PromptBuilder, TemplateMismatchError
 from mllm.stage_data import OnTheFlyFeatures, build_features, build_samples
@@ -146,6 +149,7 @@ class StageContext:
 def setup(cfg: MLLMTrainConfig, lifecycle: RunLifecycle) -> tuple[StageContext, StageState]:
     """Build everything the loop needs; the run folder is started once the samples (the input) are built."""
     stage = cfg.section
+    check_4bit_supported(cfg.llm)  # before the feature cache is built: the one thing a CPU cannot do
     acc = Accelerator(mixed_precision=cfg.mixed_precision if torch.cuda.is_available() else "no")
     if stage.batch_size % (stage.micro_batch_size * acc.num_processes):
         raise ConfigError(
@@ -188,7 +192,9 @@ def setup(cfg: MLLMTrainConfig, lifecycle: RunLifecycle) -> tuple[StageContext, 
 
     params = [p for p in model.parameters() if p.requires_grad]
     trainable_names = [n for n, p in model.named_parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
+    groups = model.param_groups(stage.lr, stage.projector_lr)  # the projector at its own rate
+    optimizer = torch.optim.AdamW(groups, weight_decay=stage.weight_decay)
+    sharding.set_wrap_policy(acc, model)  # FSDP: units of one dtype each
     if acc.distributed_type == DistributedType.DEEPSPEED:  # no DataLoader is prepared to infer it from
         acc.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = stage.micro_batch_size
     model, optimizer = acc.prepare(model, optimizer)
@@ -291,7 +297,7 @@ def train_one_epoch(ctx: StageContext, state: StageState, epoch: int) -> None:
         scale = acc.num_processes * ctx.grad_accum / max(1, tokens)
         lr = lr_at(stage, state.step, total)
         for group in optimizer.param_groups:  # before backward: DeepSpeed steps inside it
-            group["lr"] = lr
+            group["lr"] = lr_at(stage, state.step, total, peak=group["peak_lr"])
         local = torch.zeros((), dtype=torch.float64, device=acc.device)
         micro_batches = process_micro_batches(
             global_batch, acc.process_index, acc.num_processes, ctx.grad_accum
@@ -342,17 +348,16 @@ def evaluate(ctx: StageContext) -> float | None:
     val = ctx.val
     if val is None:
         return None
-    acc = ctx.accelerator
-    # The unwrapped model: a DDP forward could broadcast buffers, a collective the shards would not match.
-    model = acc.unwrap_model(ctx.model)
+    acc, micro = ctx.accelerator, ctx.stage.micro_batch_size
+    # The unwrapped model: a DDP forward could broadcast buffers, a collective the shards would not match;
+    # under FSDP the wrapped one (the unwrapped module holds shards), as often on every process.
+    model = ctx.model if sharding.is_sharded(acc) else acc.unwrap_model(ctx.model)
     model.eval()
-    mine = list(range(acc.process_index, len(val), acc.num_processes))
-    micro = ctx.stage.micro_batch_size
     totals = torch.zeros(2, dtype=torch.float64, device=acc.device)
-    for i in range(0, len(mine), micro):
-        chunk = mine[i : i + micro]
+    for chunk in sharding.forward_chunks(acc, len(val), micro):
         with acc.autocast():
-            totals[0] += batch_nll(model, {k: v.to(acc.device) for k, v in val.batch(chunk).items()}).double()
+            nll = batch_nll(model, {k: v.to(acc.device) for k, v in val.batch(chunk or [0]).items()})
+        totals[0] += nll.double() if chunk else 0.0
         totals[1] += val.num_loss_tokens(chunk)
     totals = acc.reduce(totals, "sum")
     ctx.model.train()
@@ -383,12 +388,8 @@ def train(ctx: StageContext, state: StageState) -> None:
 # ----------------------------------------------------------------------------------------- checkpoint
 def save_run_checkpoint(ctx: StageContext, state: StageState) -> None:
     """Trainable weights, optimizer state, every process' RNG and the step; atomic (all processes call)."""
-    acc, names = ctx.accelerator, set(ctx.trainable_names)
-    if acc.distributed_type == DistributedType.FSDP:  # parameters are sharded: gather a full state dict
-        weights = {n: v for n, v in acc.get_state_dict(ctx.model).items() if n in names}
-    else:
-        weights = {n: p.detach() for n, p in acc.unwrap_model(ctx.model).named_parameters() if n in names}
-    tensors = prefixed(weights, "trainable")
+    acc = ctx.accelerator
+    tensors = prefixed(sharding.trainable_state(acc, ctx.model, ctx.trainable_names), "trainable")
     payload: dict[str, Any] = {
         "trainable_names": ctx.trainable_names,
         "processes": acc.num_processes,
@@ -405,7 +406,7 @@ def restore_run_checkpoint(ctx: StageContext, path: Path) -> StageState:
     tensors, state, payload = ctx.lifecycle.load_checkpoint(path, StageState)
     if payload["trainable_names"] != ctx.trainable_names:
         raise ConfigError(f"{path} holds other trainable weights than this configuration trains")
-    ctx.accelerator.unwrap_model(ctx.model).load_state_dict(unprefixed(tensors, "trainable"), strict=False)
+    sharding.load_weights(ctx.accelerator, ctx.model, unprefixed(tensors, "trainable"))
     if payload["optim"] is not None:
         ctx.optimizer.load_state_dict(unflatten_optimizer(tensors, payload["optim"], "optim"))
     else:
@@ -441,8 +442,9 @@ def cleanup(ctx: StageContext, state: StageState) -> dict[str, Any]:
         "feature_cache": str(ctx.cache.directory),
         "encoder_fingerprint": ctx.cache.fingerprint,
     }
+    state_dict = sharding.full_state_dict(acc, ctx.model)  # collective under FSDP: the shards gathered
     if acc.is_main_process:
-        acc.unwrap_model(ctx.model).save_pretrained(run_dir / "mllm")
+        acc.unwrap_model(ctx.model).save_pretrained(run_dir / "mllm", state_dict=state_dict)
         plot_losses(ctx.records, cfg.stage, run_dir / "loss.png")
         write_stage_report(metrics, run_dir / "report.md")
     return ctx.lifecycle.finish(metrics)

@@ -37,7 +37,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from gym_qa.hierarchy import EVENT_NAMES, Hierarchy
+from gym_qa.hierarchy import Hierarchy
+from gym_qa.hierarchy_files import EVENT_NAMES
 from gym_qa.lists import ListEntry
 from sefar_encoder.clip_inputs import ClipInput
 from sefar_encoder.dataset import SkippedSample, VideoClipDataset

@@ -4,7 +4,7 @@ checkpoints, the statistics of an epoch, and the lines and sections it writes.
 The run folder is the lifecycle's (``sefar_encoder.runtime.lifecycle``: ``config.yaml``, ``metrics.jsonl``
 one line per finished epoch, ``checkpoints/``, ``metrics.json`` last), plus::
 
-    init_report.json     what the image-ViT initialisation loaded
+    init_report.json     what the image-ViT initialisation loaded (record_init)
     steps.jsonl          one line per optimizer step (log_every_step), cut back to the checkpoint on resume
     checkpoints/         epoch_NNNN/ every epoch, step_NNNNNNNN/ on SIGTERM
     encoder/             the best model on val (save_pretrained)
@@ -18,9 +18,12 @@ repeats exactly the steps an uninterrupted one takes.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +37,7 @@ from sefar_encoder.evaluation import Predictions
 from sefar_encoder.loader import SemiSupervisedLoader
 from sefar_encoder.methods import StepResult
 from sefar_encoder.model.encoder import SeFAREncoder
+from sefar_encoder.model.image_vit import LoadReport
 from sefar_encoder.runtime.checkpoint import flatten_optimizer, prefixed, unflatten_optimizer, unprefixed
 from sefar_encoder.runtime.lifecycle import RunState
 
@@ -227,3 +231,13 @@ def data_problems(
         "bad_samples": {"policy": policy, "count": len(bad), "clips": records(bad)},
         "decoder_fallbacks": {"count": len(fallbacks), "clips": records(fallbacks)},
     }
+
+
+def record_init(run_dir: Path, model: SeFAREncoder, report: LoadReport | None) -> None:
+    """Write ``init_report.json`` (what the image-ViT initialisation loaded; none without image weights)
+    and print its summary and the input normalisation that goes with the weights (main process only)."""
+    if report is not None:
+        (Path(run_dir) / "init_report.json").write_text(json.dumps(dataclasses.asdict(report), indent=1))
+        print(report.summary())
+    pre = model.preprocessing
+    print(f"input normalisation: mean {pre.mean}, std {pre.std} from {pre.normalisation}")

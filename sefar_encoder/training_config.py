@@ -17,8 +17,8 @@ from sefar_encoder.frame_cache import FrameCache
 from sefar_encoder.frame_tokens import FrameTokenCache
 from sefar_encoder.loader import DataConfig, split_paths
 from sefar_encoder.methods import MethodConfig, ResolvedMethod
-from sefar_encoder.model.encoder import ModelConfig, SeFAREncoder
-from sefar_encoder.model.image_vit import load_image_vit
+from sefar_encoder.model.encoder import EncoderPreprocessing, ModelConfig, SeFAREncoder
+from sefar_encoder.model.image_vit import checkpoint_normalisation, load_image_vit
 from sefar_encoder.optim import OptimConfig
 from sefar_encoder.runtime.config import ConfigError
 from sefar_encoder.transforms import AugmentConfig, scaled_jitter_range
@@ -129,13 +129,39 @@ def build_model(
     cfg: EncoderTrainConfig, hierarchy: Hierarchy, views: tuple[int, ...]
 ) -> tuple[SeFAREncoder, Any]:
     """The encoder for ``hierarchy``'s classes and the method's ``views``, initialised from
-    ``init_checkpoint`` when set; returns it with the initialisation report (None without one)."""
+    ``init_checkpoint`` when set; returns it with the initialisation report (None without one).
+
+    Its :attr:`~SeFAREncoder.preprocessing` (the export's ``preprocessing.json``) records the input
+    statistics of those image weights (their timm ``pretrained_cfg``; ``data.augment.mean/std`` when they
+    carry none, see :func:`checkpoint_normalisation`) and what it is trained on; :func:`model_data_config`
+    makes the data pipeline normalise with them."""
     mcfg = dataclasses.replace(
         cfg.model, views=views, num_classes=hierarchy.num_classes, img_size=cfg.data.image_size
     )
-    model = SeFAREncoder(mcfg, class_names=hierarchy.names, hierarchy=hierarchy.to_json())
+    norm = checkpoint_normalisation(cfg.init_checkpoint, cfg.data.augment.mean, cfg.data.augment.std)
+    preprocessing = EncoderPreprocessing.for_config(
+        mcfg,
+        mean=norm.mean,
+        std=norm.std,
+        data_root=cfg.data.root,
+        label_rate=cfg.data.label_rate,
+        init_checkpoint=norm.checkpoint,
+        normalisation=norm.source,
+    )
+    model = SeFAREncoder(
+        mcfg, class_names=hierarchy.names, hierarchy=hierarchy.to_json(), preprocessing=preprocessing
+    )
     report = load_image_vit(model, cfg.init_checkpoint) if cfg.init_checkpoint else None
     return model, report
+
+
+def model_data_config(cfg: EncoderTrainConfig, model: SeFAREncoder, perturb: str) -> DataConfig:
+    """``cfg.data`` for ``model``: its views, the method's temporal perturbation ``perturb``, and the
+    normalisation its preprocessing records (the image weights', which may differ from
+    ``data.augment.mean/std``)."""
+    pre = model.preprocessing
+    augment = dataclasses.replace(cfg.data.augment, temporal_perturb=perturb, mean=pre.mean, std=pre.std)
+    return dataclasses.replace(cfg.data, views=model.config.views, augment=augment)
 
 
 def frame_token_cache(

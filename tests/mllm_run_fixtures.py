@@ -2,7 +2,7 @@
 writer, and a trained (align -> instruct) MLLM checkpoint, each built once per session.
 
     pytest_plugins = ["mllm_run_fixtures", "tiny_llm_fixtures"]   # fixtures mllm_data, trained_mllm, tiny_llm_dir
-    from mllm_run_fixtures import write_config                     # plain helpers
+    from mllm_run_fixtures import moved_checkpoint, write_config   # plain helpers
 
 The data set follows the SynthGym layout (``videos/``, ``splits/5/train.csv``, ``val.csv``, ``test.csv``,
 ``categories.txt``, ``set_categories.txt``) with 4 classes: 2 labeled train clips per class, 1 val and 1
@@ -12,6 +12,8 @@ test clip.
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +23,9 @@ import yaml
 from conftest import load_script
 from video_fixtures import write_clip
 
-from gym_qa.clips import clip_id_of
+from gym_qa.clips import Clip, clip_id_of
 from gym_qa.hierarchy import Hierarchy
-from gym_qa.question_generator import Clip, GeneratorConfig, QuestionGenerator
+from gym_qa.question_generator import GeneratorConfig, QuestionGenerator
 from gym_qa.questions import write_questions
 from sefar_encoder.model import ModelConfig, SeFAREncoder
 
@@ -123,6 +125,15 @@ def write_config(path: Path, data: dict[str, Path], llm_dir: Path, runs: Path, *
         cfg[group] = {**cfg.get(group, {}), **values} if isinstance(values, dict) else values
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def moved_checkpoint(mllm_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the MLLM whose mllm_config.json names a base LLM that is not here (trained elsewhere)."""
+    moved = Path(shutil.copytree(mllm_dir, tmp_path / "mllm"))
+    meta = json.loads((moved / "mllm_config.json").read_text())
+    meta["config"]["llm"]["name_or_path"] = str(tmp_path / "elsewhere" / "vicuna-7b-v1.5")
+    (moved / "mllm_config.json").write_text(json.dumps(meta))
+    return moved
 
 
 @pytest.fixture(scope="session")

@@ -96,3 +96,19 @@ def test_missing_framepool_weights_is_a_clear_error(bench_args, capsys):
     del args[args.index("--framepool") : args.index("--framepool") + 2]
     assert bench.main([*args, "--seeds", "0"]) == 1
     assert "give --framepool" in capsys.readouterr().err
+
+
+def test_missing_encoder_folder_says_encoder_not_found(tmp_path, capsys):
+    missing = tmp_path / "no_run" / "encoder"
+    assert bench.main(["--sefar", str(missing), "--runs", str(tmp_path / "runs"), "--seeds", "0"]) == 1
+    assert f"encoder not found: {missing}" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing was run or written
+
+
+def test_the_table_goes_to_the_run_folder_unless_json_out_names_a_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a default under docs/ would land here
+    assert bench.main(["--aggregate-only", "--runs", "bench_runs"]) == 0
+    assert json.loads((tmp_path / "bench_runs" / "gymqa_bench.json").read_text())["command"]
+    assert not (tmp_path / "docs").exists()
+    assert bench.main(["--aggregate-only", "--runs", "bench_runs", "--json-out", "docs/results/b.json"]) == 0
+    assert (tmp_path / "docs" / "results" / "b.json").is_file()

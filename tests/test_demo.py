@@ -9,15 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import gradio as gr
 import pytest
 import torch
 from demo_fixtures import reference_input, running_demo
 from gradio_client import Client, handle_file
+from mllm_run_fixtures import moved_checkpoint
+from video_fixtures import write_clip
 
-from gym_qa.clips import clip_id_of
-from gym_qa.question_generator import Clip, GeneratorConfig, QuestionGenerator
+from gym_qa.clips import Clip, clip_id_of
+from gym_qa.question_generator import GeneratorConfig, QuestionGenerator
 from gym_qa.questions import load_questions
 from mllm.chat import EncoderMismatchError, VideoChat
+from mllm.demo_app import build_demo, capabilities
 from mllm.demo_handlers import NO_MLLM, DemoHandlers, display_names
 from mllm.demo_models import load_chat
 from mllm.demo_uploads import DemoLimits
@@ -158,6 +162,19 @@ def test_the_mllm_shares_the_classifiers_loaded_encoder(trained_mllm, mllm_data)
         load_chat(trained_mllm, predictor, mllm_data["encoder"], mllm_data["other_encoder"])
 
 
+def test_llm_loads_the_mllms_base_llm_from_another_place(trained_mllm, mllm_data, tiny_llm_dir, tmp_path):
+    predictor = Predictor(mllm_data["encoder"])
+    moved = moved_checkpoint(trained_mllm, tmp_path)  # its recorded base LLM is not on this machine
+    with pytest.raises(FileNotFoundError, match="--llm"):
+        load_chat(moved, predictor, mllm_data["encoder"])
+    chat, _ = load_chat(moved, predictor, mllm_data["encoder"], llm_name_or_path=str(tiny_llm_dir))
+    reference, _ = load_chat(trained_mllm, predictor, mllm_data["encoder"])
+    for (name, a), b in zip(
+        chat.model.state_dict().items(), reference.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
 def test_a_clip_is_decoded_once_for_classifier_chat_and_quiz(trained_mllm, mllm_data, chat):
     predictor = Predictor(mllm_data["encoder"])
     shared_chat, video_encoder = load_chat(trained_mllm, predictor, mllm_data["encoder"])
@@ -174,3 +191,42 @@ def test_a_clip_is_decoded_once_for_classifier_chat_and_quiz(trained_mllm, mllm_
     assert updates[-1][0][-1]["content"].strip() and "**MLLM answer:**" in quiz
     # the tokens of that one decode are the ones the MLLM gets from a file through its own data path
     torch.testing.assert_close(handlers.clips.mllm_input(mllm_data["video"]), chat.video_features(video))
+
+
+# ---- what the visitor is told ---------------------------------------------------------------------------
+
+
+def test_header_says_what_the_models_can_and_cannot_do(fitted_encoder):
+    predictor = Predictor(fitted_encoder)
+    text = capabilities(predictor, chat=True)
+    assert text.startswith("**What this can and cannot do.**")
+    assert f"one of the {predictor.num_classes} elements" in text and "closed set" in text
+    assert f"{sum(predictor.views)} frames" in text and "can be wrong" in text
+    assert "chat" not in capabilities(predictor, chat=False)
+    demo = build_demo(predictor, None)
+    assert any("What this can and cannot do" in str(getattr(b, "value", "")) for b in demo.blocks.values())
+
+
+def test_a_clip_shorter_than_the_sampler_is_flagged(fitted_encoder, synthgym_clips, tmp_path):
+    handlers = DemoHandlers(Predictor(fitted_encoder), None, [], DemoLimits())
+    short = write_clip(tmp_path / "one_frame.mp4", num_frames=1)
+    _, top5, _, status = handlers.analyze(str(short))
+    assert (
+        top5
+        and ": 1 frame," in status
+        and "Too short to judge" in status
+        and "samples 8 (2 + 2 + 4)" in status
+    )
+    _, _, _, status = handlers.analyze(str(synthgym_clips["clips"][0][0]))
+    assert "Too short" not in status
+
+
+def test_an_invalid_upload_is_one_message_in_its_own_panel(fitted_encoder, tmp_path):
+    handlers = DemoHandlers(Predictor(fitted_encoder), _FakeChat(), [], DemoLimits())
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("this is not a video\n")
+    gallery, top5, table, status = handlers.analyze(str(bad))  # returned, not raised: no error badges
+    assert (gallery, top5, table) == ([], None, []) and "This file is not a video clip" in status
+    assert "This file is not a video clip" in handlers.quiz(str(bad))
+    with pytest.raises(gr.Error, match="not a video"):  # the chat keeps gradio's toast (one message)
+        list(handlers.chat_turn(QUESTION, [], str(bad)))

@@ -98,3 +98,17 @@ def test_example_click_fills_the_prediction_panel(server, page):
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     print(f"screenshot: {shot}")
+
+
+def test_an_invalid_upload_shows_one_message(server, page, tmp_path):
+    bad = tmp_path / "notes.mp4"  # named like a video, holds text
+    bad.write_text("this is not a video\n" * 20)
+    page.goto(server.url, wait_until="load", timeout=TIMEOUT_MS)
+    page.locator("input[type=file]").first.set_input_files(str(bad))
+    message = "This file is not a video clip"
+    sync_api.expect(page.locator("#status")).to_contain_text(message, timeout=2 * TIMEOUT_MS)
+    page.wait_for_timeout(1000)  # the browser's own player has tried the file by now
+    assert page.get_by_text(message).count() == 1
+    # no "Error" badge on the outputs or the upload, and no error toast (gradio's, or the player's
+    # "Video not playable")
+    assert page.locator(".error").count() == 0 and page.locator(".toast-body").count() == 0

@@ -13,7 +13,8 @@ import torch
 from conftest import load_script
 from video_fixtures import make_dataset_dir
 
-from gym_qa.hierarchy import Element, Hierarchy
+from gym_qa.hierarchy import Hierarchy
+from gym_qa.hierarchy_files import Element
 from gym_qa.lists import read_list
 from sefar_encoder.dataset import VideoClipDataset
 from sefar_encoder.evaluation import evaluate

@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 from conftest import load_script
+from mllm_run_fixtures import moved_checkpoint
 
 from gym_qa import read_predictions
 from gym_qa.questions import load_questions
 
-pytest_plugins = ["mllm_run_fixtures"]
+pytest_plugins = ["mllm_run_fixtures", "tiny_llm_fixtures"]
 evaluate = load_script("eval_mllm_gymqa")
 
 
@@ -76,3 +77,15 @@ def test_both_modes_in_one_record(mllm_data, trained_mllm, tmp_path):
     assert len(predictions) == 2 and all(p.text is not None and p.option_scores for p in predictions)
     report = json.loads((tmp_path / "both_report.json").read_text())
     assert set(report["modes"]) == {"text", "nll_sum", "nll_mean"} and report["questions"] == 2
+
+
+def test_llm_loads_the_base_llm_from_another_place(mllm_data, trained_mllm, tiny_llm_dir, tmp_path, capsys):
+    moved = moved_checkpoint(trained_mllm, tmp_path)
+    extra = ("--mode", "likelihood", "--limit", "2")
+    assert evaluate.main(_args(mllm_data, moved, tmp_path / "gone.jsonl", *extra)) == 2
+    assert "--llm" in capsys.readouterr().err
+    assert evaluate.main(_args(mllm_data, trained_mllm, tmp_path / "here.jsonl", *extra)) == 0
+    moved_args = _args(mllm_data, moved, tmp_path / "moved.jsonl", *extra, "--llm", str(tiny_llm_dir))
+    assert evaluate.main(moved_args) == 0
+    here, there = read_predictions(tmp_path / "here.jsonl"), read_predictions(tmp_path / "moved.jsonl")
+    assert here.keys() == there.keys() and all(here[q].option_scores == there[q].option_scores for q in here)

@@ -10,7 +10,8 @@ from conftest import FINEGYM_DIR, REPO, load_script
 
 from gym_qa.clips import clip_id_of, index_clips
 from gym_qa.finegym import ingest, metadata_path, parse_clip_id, read_element_list, write_ingest_outputs
-from gym_qa.hierarchy import load_hierarchy, read_categories
+from gym_qa.hierarchy import load_hierarchy
+from gym_qa.hierarchy_files import read_categories
 from gym_qa.lists import ListFileError, read_list
 from gym_qa.questions import load_questions
 

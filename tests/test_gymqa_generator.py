@@ -9,16 +9,11 @@ import numpy as np
 import pytest
 from conftest import FINEGYM_DIR, load_script
 
-from gym_qa.hierarchy import Element, Hierarchy, load_hierarchy
-from gym_qa.question_generator import (
-    Clip,
-    GeneratorConfig,
-    GeneratorError,
-    QuestionGenerator,
-    clips_from_list,
-    parse_answer_types,
-    predicted_same_event_share,
-)
+from gym_qa.clips import Clip, clips_from_list
+from gym_qa.hierarchy import Hierarchy, load_hierarchy
+from gym_qa.hierarchy_files import Element
+from gym_qa.question_generator import GeneratorConfig, GeneratorError, QuestionGenerator, parse_answer_types
+from gym_qa.question_summary import predicted_same_event_share
 from gym_qa.questions import dump_questions, load_questions
 from gym_qa.reference_answerers import answer_counts_from_labels, frequency_answerer
 from gym_qa.statistics import chi_square_uniform

@@ -3,8 +3,9 @@
 import pytest
 from conftest import FINEGYM_DIR
 
+from gym_qa.clips import clips_from_list
 from gym_qa.hierarchy import load_hierarchy
-from gym_qa.question_generator import GeneratorConfig, QuestionGenerator, clips_from_list
+from gym_qa.question_generator import GeneratorConfig, QuestionGenerator
 from gym_qa.questions import Question, circular_questions
 from gym_qa.reference_answerers import (
     ReferenceAnswererError,

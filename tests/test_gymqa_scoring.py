@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 from conftest import FINEGYM_DIR, load_script
 
-from gym_qa.hierarchy import Element, Hierarchy, load_hierarchy
-from gym_qa.question_generator import GeneratorConfig, QuestionGenerator, clips_from_list
+from gym_qa.clips import clips_from_list
+from gym_qa.hierarchy import Hierarchy, load_hierarchy
+from gym_qa.hierarchy_files import Element
+from gym_qa.question_generator import GeneratorConfig, QuestionGenerator
 from gym_qa.questions import Question, circular_questions, write_questions
 from gym_qa.scoring import (
     Prediction,

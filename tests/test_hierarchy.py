@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from conftest import FINEGYM_DIR
 
-from gym_qa.hierarchy import Hierarchy, HierarchyError, load_hierarchy, read_qtree
+from gym_qa.hierarchy import Hierarchy, load_hierarchy
+from gym_qa.hierarchy_files import HierarchyError, read_qtree
 
 
 def finegym(name: str, qtree: bool = True) -> Hierarchy:

@@ -23,6 +23,7 @@ from mllm.language_model import (
     tiny_llm_corpus,
 )
 from mllm.tokenizer import load_tokenizer
+from sefar_encoder.runtime.config import ConfigError
 
 pytest_plugins = ["tiny_llm_fixtures"]
 
@@ -45,7 +46,7 @@ def test_quantization_config_is_nf4_double_quant():
 
 def test_4bit_without_cuda_fails_at_once(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+    with pytest.raises(ConfigError, match="needs a CUDA GPU"):
         load_language_model(LLMConfig(name_or_path="does/not-matter", load_in_4bit=True))
 
 

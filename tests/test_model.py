@@ -196,6 +196,7 @@ def test_export_records_its_preprocessing_and_provenance(tmp_path):
         data_root="data/x",
         label_rate=5,
         init_checkpoint="b.pt",
+        normalisation="the timm pretrained_cfg in config.json",
     )
     SeFAREncoder(cfg, preprocessing=pre).save_pretrained(tmp_path / "enc")
     written = json.loads((tmp_path / "enc" / "preprocessing.json").read_text())
@@ -207,6 +208,7 @@ def test_export_records_its_preprocessing_and_provenance(tmp_path):
         "data_root": "data/x",
         "label_rate": 5,
         "init_checkpoint": "b.pt",
+        "normalisation": "the timm pretrained_cfg in config.json",
     }
     loaded = SeFAREncoder.from_pretrained(tmp_path / "enc")
     assert loaded.preprocessing == pre == EncoderPreprocessing.read(tmp_path / "enc")  # read without weights

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from mllm.generation import GenerationOptions, generate_answer, stream_generate
 from mllm.language_model import LLMConfig, LoraOptions
@@ -110,6 +111,38 @@ def test_stage_b_trains_projector_and_lora(tiny_llm_dir: Path, builder: PromptBu
     model(**_batch(builder), video_features=torch.randn(2, N, D_ENC)).loss.backward()
     model.set_trainable(projector=False, llm=False)
     assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_param_groups_give_the_projector_its_own_rate(tiny_llm_dir: Path):
+    stage_a, stage_b = _model(tiny_llm_dir), _model(tiny_llm_dir, lora=True)
+    (only,) = stage_a.param_groups(1e-3, projector_lr=5e-4)  # the LLM is frozen: no empty group
+    assert only["name"] == "projector" and only["lr"] == only["peak_lr"] == 5e-4
+    assert only["params"] == list(stage_a.projector.parameters())
+    projector, llm = stage_b.param_groups(2e-4, projector_lr=2e-5)
+    assert (projector["name"], projector["lr"], llm["name"], llm["lr"]) == ("projector", 2e-5, "llm", 2e-4)
+    lora = [p for n, p in stage_b.llm.named_parameters() if "lora_" in n]
+    assert llm["params"] == lora and projector["params"] == list(stage_b.projector.parameters())
+    assert [g["peak_lr"] for g in stage_b.param_groups(2e-4)] == [2e-4, 2e-4]  # projector_lr None: lr
+
+
+def test_save_from_a_given_state_dict(tmp_path: Path, tiny_llm_dir: Path):
+    """What a sharded model saves: the gathered state dict's weights, not the module's own parameters."""
+    model = _model(tiny_llm_dir, lora=True)
+    gathered = {
+        k: v + 1.0 if ("projector." in k or "lora_B" in k) else v for k, v in model.state_dict().items()
+    }
+    model.save_pretrained(tmp_path / "ckpt", state_dict=gathered)
+    model.save_pretrained(tmp_path / "own")  # peft's own save: the same files, the same keys
+    for name in ("adapter/adapter_model.safetensors", "projector.safetensors"):
+        assert (
+            load_file(str(tmp_path / "ckpt" / name)).keys() == load_file(str(tmp_path / "own" / name)).keys()
+        )
+    assert {p.name for p in (tmp_path / "ckpt" / "adapter").iterdir()} >= {"adapter_config.json"}
+    loaded = MultimodalModel.from_pretrained(tmp_path / "ckpt")
+    for name, value in loaded.state_dict().items():
+        if "projector." in name or "lora_B" in name:
+            torch.testing.assert_close(value, gathered[name], rtol=0, atol=0)
+            assert not torch.equal(value, model.state_dict()[name])
 
 
 def test_save_and_load_round_trip(tmp_path: Path, tiny_llm_dir: Path, builder: PromptBuilder):

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from conftest import load_script
 
-from gym_qa.synthgym.choreography import SHAPES
 from gym_qa.synthgym.dataset import PRESETS, ClipSpec, render_clip
 from gym_qa.synthgym.elements import EVENTS, element_by_name
 from gym_qa.synthgym.oracle import FEATURE_SETS, ClipTruth, clip_truth, motion_figures, oracle_features
+from gym_qa.synthgym.poses import SHAPES
 from gym_qa.synthgym.render import render
 from sefar_encoder.sampling import DualLevelSampler
 

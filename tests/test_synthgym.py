@@ -14,7 +14,6 @@ from conftest import SCRIPTS, load_script
 
 from gym_qa.lists import read_list
 from gym_qa.synthgym.athlete import capsules
-from gym_qa.synthgym.choreography import MAX_FRAMES, MIN_FRAMES, POSE_FIELDS, pose_track
 from gym_qa.synthgym.dataset import PRESETS, generate_clip, plan_dataset
 from gym_qa.synthgym.elements import (
     BY_GLABEL,
@@ -25,6 +24,8 @@ from gym_qa.synthgym.elements import (
     twist_pairs,
 )
 from gym_qa.synthgym.nuisance import sample_nuisance
+from gym_qa.synthgym.pose_tracks import MAX_FRAMES, MIN_FRAMES, pose_track
+from gym_qa.synthgym.poses import POSE_FIELDS
 from gym_qa.synthgym.render import render
 from gym_qa.synthgym.splits import label_rate_splits, labeled_count
 

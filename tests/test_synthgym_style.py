@@ -16,10 +16,10 @@ from conftest import load_script
 from gym_qa.finegym import parse_clip_id
 from gym_qa.synthgym.apparatus import apparatus_for
 from gym_qa.synthgym.athlete import PARTS, capsules
-from gym_qa.synthgym.choreography import pose_track
 from gym_qa.synthgym.dataset import PRESETS, Preset, generate_dataset, plan_dataset, render_clip
 from gym_qa.synthgym.elements import BY_GLABEL, CATALOGUE, direction_pairs
 from gym_qa.synthgym.nuisance import LEGIBLE_BACKGROUND, LEGIBLE_PALETTE, sample_nuisance
+from gym_qa.synthgym.pose_tracks import pose_track
 from gym_qa.synthgym.render import capsule_coverage, render
 
 NAMES = [name for name, _ in PARTS]

@@ -229,6 +229,37 @@ def test_nonfinite_steps_are_skipped_then_stop_the_run(mllm_data, tiny_llm_dir, 
     assert not (tmp_path / "d" / "align" / "mllm").exists()
 
 
+def test_4bit_without_cuda_stops_before_the_feature_cache(
+    mllm_data, tiny_llm_dir, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    def build_features(*args, **kwargs):
+        raise AssertionError("the feature cache is built before the 4-bit check")
+
+    monkeypatch.setattr(train, "build_features", build_features)
+    config = write_config(tmp_path / "c.yaml", mllm_data, tiny_llm_dir, tmp_path, llm={"load_in_4bit": True})
+    assert train.main(["--config", str(config), "--stage", "instruct"]) == 1  # bad configuration, one line
+    err = capsys.readouterr().err
+    assert "needs a CUDA GPU" in err and "llm.load_in_4bit=false" in err and "internal error" not in err
+
+
+def test_projector_trains_at_its_own_learning_rate(mllm_data, tiny_llm_dir, tmp_path):
+    instruct = {"init_from": "", "max_steps": 2, "lr": 1e-2, "projector_lr": 1e-3, "warmup_fraction": 0.0}
+    config = write_config(
+        tmp_path / "c.yaml", mllm_data, tiny_llm_dir, tmp_path, eval={"list_file": ""}, instruct=instruct
+    )
+    assert train.main(["--config", str(config), "--stage", "instruct"]) == 0
+    state = json.loads((tmp_path / "instruct" / "checkpoints" / "step_00000002" / "state.json").read_text())
+    groups = {group["name"]: group for group in state["optim"]["param_groups"]}
+    assert set(groups) == {"projector", "llm"}
+    assert (groups["projector"]["peak_lr"], groups["llm"]["peak_lr"]) == (1e-3, 1e-2)
+    # The schedule scales both peaks: the last of 2 steps is half-way down the cosine.
+    assert groups["projector"]["lr"] == pytest.approx(5e-4) and groups["llm"]["lr"] == pytest.approx(5e-3)
+    assert len(groups["projector"]["params"]) == 4  # mlp2x_gelu: two linears, weight and bias
+    assert len(groups["llm"]["params"]) == len(state["trainable_names"]) - 4  # every LoRA weight
+
+
 def test_bad_configuration_exits_1(mllm_data, tiny_llm_dir, tmp_path, capsys):
     config = write_config(
         tmp_path / "c.yaml", mllm_data, tiny_llm_dir, tmp_path, align={"micro_batch_size": 3}

@@ -1,14 +1,16 @@
 """SynthGym: procedurally rendered gymnastics-like clips with a FineGym-style hierarchy.
 
 The package reads in data-flow order: ``elements`` (catalogue, attributes, pairs, Qtree questions) →
-``nuisance`` (per-clip variation from a seed) → ``choreography`` (pose parameters per frame, no pixels)
-→ ``athlete`` (forward kinematics, body parts) → ``apparatus`` → ``render`` (numpy drawing) →
-``writer`` (H.264 via PyAV) → ``splits`` / ``metadata`` / ``contact_sheet`` → ``dataset`` (presets,
-plan, parallel generation). ``scripts/make_synthgym.py`` is the command line; docs/synthgym.md the
-guide. Generation lives in :mod:`gym_qa.synthgym.dataset` (imported lazily here, it needs PyAV).
+``nuisance`` (per-clip variation from a seed) → the choreography: ``poses`` (pose fields, shapes, key
+poses, time profiles), ``timeline`` (a clip as segments), ``segments`` (the ones several moves share),
+``moves_floor_beam`` / ``moves_vault_bars`` (each element kind's segments), ``pose_tracks`` (pose
+parameters per frame, no pixels) → ``athlete`` (forward kinematics, body parts) → ``apparatus`` →
+``render`` (numpy drawing) → ``writer`` (H.264 via PyAV) → ``splits`` / ``metadata`` /
+``contact_sheet`` → ``dataset`` (presets, plan, parallel generation). ``scripts/make_synthgym.py`` is
+the command line; docs/synthgym.md the guide. Generation lives in :mod:`gym_qa.synthgym.dataset`
+(imported lazily here, it needs PyAV).
 """
 
-from gym_qa.synthgym.choreography import POSE_FIELDS, SHAPES, PoseTrack, element_poses, pose_track
 from gym_qa.synthgym.elements import (
     BY_GLABEL,
     CATALOGUE,
@@ -21,6 +23,8 @@ from gym_qa.synthgym.elements import (
     twist_pairs,
 )
 from gym_qa.synthgym.nuisance import Nuisance, sample_nuisance
+from gym_qa.synthgym.pose_tracks import PoseTrack, element_poses, pose_track
+from gym_qa.synthgym.poses import POSE_FIELDS, SHAPES
 
 __all__ = [
     "BY_GLABEL",

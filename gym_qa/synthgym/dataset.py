@@ -29,9 +29,10 @@ from tqdm import tqdm
 from gym_qa.atomic_files import atomic_replace
 from gym_qa.lists import write_list
 from gym_qa.synthgym.apparatus import apparatus_for
-from gym_qa.synthgym.choreography import FPS, SHAPES, PoseTrack, pose_track
 from gym_qa.synthgym.elements import BY_GLABEL, CATALOGUE, ElementSpec
 from gym_qa.synthgym.nuisance import STYLES, Nuisance, sample_nuisance
+from gym_qa.synthgym.pose_tracks import PoseTrack, pose_track
+from gym_qa.synthgym.poses import FPS, SHAPES
 from gym_qa.synthgym.render import RenderedClip, render
 from gym_qa.synthgym.splits import RATES, label_rate_splits
 from gym_qa.synthgym.writer import write_mp4

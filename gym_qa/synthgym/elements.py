@@ -1,7 +1,7 @@
 """The SynthGym element catalogue: events → sets → elements, in FineGym's vocabulary.
 
 Every element is a row of numeric attributes (direction, body shape, saltos, twists, turns, entry) from
-which both its choreography (:mod:`gym_qa.synthgym.choreography`) and its Qtree-style yes/no
+which both its choreography (:mod:`gym_qa.synthgym.pose_tracks`) and its Qtree-style yes/no
 questions are derived, so names, motion and attribute answers cannot drift apart.
 
 Set ids follow FineGym's ``set_categories.txt``: the first digit is the event (1 VT, 2 FX, 3 BB, 4 UB).
@@ -46,7 +46,7 @@ SETS: dict[int, str] = {
 class ElementSpec:
     """How SynthGym renders one element class: ``kind`` selects the choreography, the other fields
     parametrise it. (A task's view of a class — label, set, event, name — is
-    :class:`gym_qa.hierarchy.Element`.)"""
+    :class:`gym_qa.hierarchy_files.Element`.)"""
 
     glabel: int
     set_id: int

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from gym_qa.atomic_files import write_text_atomic
 from gym_qa.synthgym.athlete import PARTS
-from gym_qa.synthgym.choreography import FPS, SHAPES
 from gym_qa.synthgym.elements import (
     EVENTS,
     SETS,
@@ -23,6 +22,7 @@ from gym_qa.synthgym.elements import (
     twist_pairs,
 )
 from gym_qa.synthgym.nuisance import LEGIBLE_PALETTE
+from gym_qa.synthgym.poses import FPS, SHAPES
 
 UNSAFE_AUGMENTATIONS = [
     (

@@ -8,7 +8,7 @@ sampler). Per frame (in this order):
 - ``image_rot``: the body's long axis in the image, as cos/sin of its angle clockwise from image-up — the
   salto rotation mirrored by the clip's facing (what one frame shows, without the take-off facing);
 - ``box``: the athlete box x0, y0, x1, y1 divided by the frame's width/height;
-- ``shape``: the body-shape label (:data:`~gym_qa.synthgym.choreography.SHAPES`), one-hot;
+- ``shape``: the body-shape label (:data:`~gym_qa.synthgym.poses.SHAPES`), one-hot;
 - ``chest``: the chest normal in image axes (x right, y down, z toward the camera); its x sign is the
   facing the frame shows;
 - ``apparatus``: the event's apparatus (:data:`~gym_qa.synthgym.elements.EVENTS`), one-hot, in the
@@ -35,9 +35,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from gym_qa.synthgym.choreography import SHAPES
 from gym_qa.synthgym.dataset import ClipSpec, clip_id, render_clip
 from gym_qa.synthgym.elements import BY_GLABEL, EVENTS
+from gym_qa.synthgym.poses import SHAPES
 
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "full": ("image_rot", "box", "shape", "chest", "apparatus"),

@@ -27,8 +27,9 @@ import numpy as np
 
 from gym_qa.synthgym.apparatus import Apparatus, apparatus_for
 from gym_qa.synthgym.athlete import PARTS, capsules
-from gym_qa.synthgym.choreography import FPS, PoseTrack
 from gym_qa.synthgym.nuisance import Nuisance
+from gym_qa.synthgym.pose_tracks import PoseTrack
+from gym_qa.synthgym.poses import FPS
 
 METRES_PER_FRAME_HEIGHT = 3.7  # nominal vertical field of view at zoom 1 (scene camera)
 ATHLETE_METRES_PER_FRAME_HEIGHT = 2.2  # the close-up's nominal vertical field of view

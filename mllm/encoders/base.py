@@ -30,7 +30,7 @@ from torch import nn
 from gym_qa.lists import ListEntry
 from sefar_encoder.dataset import BadSamplePolicy, VideoClipDataset
 from sefar_encoder.decoding import Backend
-from sefar_encoder.model.image_vit import read_image_vit_state
+from sefar_encoder.model.image_vit import checkpoint_normalisation, read_image_vit_state
 from sefar_encoder.transforms import AugmentConfig
 
 # Bump when the way tokens are computed from the same weights changes, so old caches stop matching.
@@ -247,15 +247,18 @@ def check_architecture(model: nn.Module, architecture: str | None, source: str |
         )
 
 
-def timm_preprocess(model: nn.Module, num_frames: int) -> Preprocess:
-    """Input of a timm image model applied per frame: its patch embed's size, its pretrained mean/std."""
+def timm_preprocess(
+    model: nn.Module, num_frames: int, weights_file: str | os.PathLike | None = None
+) -> Preprocess:
+    """Input of a timm image model applied per frame: its patch embed's size, and the mean/std of its
+    timm ``pretrained_cfg``: the one of the timm ``config.json`` beside a local ``weights_file`` when there
+    is one (a hub repo's layout), else the one of the model name (and tag) it was built as."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     size = model.patch_embed.img_size
     if size[0] != size[1]:
         raise ValueError(f"only square frames are supported, the model takes {tuple(size)}")
-    return Preprocess(
-        views=(num_frames,),
-        image_size=int(size[0]),
-        mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
-        std=tuple(cfg.get("std", IMAGENET_STD)),
-    )
+    mean, std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+    if weights_file is not None:
+        norm = checkpoint_normalisation(Path(weights_file), mean, std)
+        mean, std = norm.mean, norm.std
+    return Preprocess(views=(num_frames,), image_size=int(size[0]), mean=mean, std=std)

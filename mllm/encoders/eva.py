@@ -17,6 +17,10 @@ Backends:
   pretrained=path_or_tag)``, or a ``hf-hub:`` / ``local-dir:`` model id; its vision tower wraps the
   same timm EVA (``visual.trunk``), read the same way.
 
+Normalisation: EVA-CLIP's own statistics (OpenAI's CLIP mean/std), as timm's ``pretrained_cfg`` of
+``model_name`` records them, or the timm ``config.json`` beside a local weights file when there is one;
+open_clip's model preprocessing config for that backend.
+
 The encoder's ``options`` record timm's ``architecture`` name of the trunk; the builder takes it back (a
 description rebuilds the encoder): it is the timm backend's default ``model_name``, and the trunk built
 from ``path_or_id`` must be of that architecture.
@@ -118,8 +122,8 @@ def build_eva(
     model_name = model_name or default or DEFAULT_MODEL.get(backend, "")
     if backend == "timm":
         model_kwargs = dict(model_kwargs or {})
-        trunk = _timm_trunk(path_or_id, model_name, model_kwargs)
-        preprocess = timm_preprocess(trunk, num_frames)
+        trunk, weights_file = _timm_trunk(path_or_id, model_name, model_kwargs)
+        preprocess = timm_preprocess(trunk, num_frames, weights_file)
         options = {"backend": backend, "model_kwargs": model_kwargs}
     elif backend == "open_clip":
         if model_kwargs:
@@ -134,7 +138,10 @@ def build_eva(
     return EVAVideoEncoder(trunk.eval(), preprocess, layer=layer, grid=grid, **options)
 
 
-def _timm_trunk(path_or_id: str | os.PathLike, model_name: str, model_kwargs: dict[str, Any]) -> nn.Module:
+def _timm_trunk(
+    path_or_id: str | os.PathLike, model_name: str, model_kwargs: dict[str, Any]
+) -> tuple[nn.Module, Path | None]:
+    """The trunk, and the local weights file it was read from (None: timm loaded a pretrained name)."""
     import timm
     from timm.models.eva import checkpoint_filter_fn
 
@@ -147,9 +154,9 @@ def _timm_trunk(path_or_id: str | os.PathLike, model_name: str, model_kwargs: di
     if path.is_file():
         trunk = timm.create_model(model_name, pretrained=False, num_classes=0, **model_kwargs)
         load_weights_file(trunk, path, checkpoint_filter_fn)
-        return trunk
+        return trunk, path
     try:  # a timm pretrained name or hf-hub id: timm downloads (or finds in its cache) the weights
-        return timm.create_model(str(path_or_id), pretrained=True, num_classes=0, **model_kwargs)
+        return timm.create_model(str(path_or_id), pretrained=True, num_classes=0, **model_kwargs), None
     except Exception as err:  # offline, unknown name: say which and how to fix
         raise FileNotFoundError(
             f"{str(path_or_id)!r} is not a weights file or directory, and timm could not load it as a "

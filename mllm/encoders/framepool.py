@@ -18,8 +18,11 @@ Weights (``path_or_id``):
   SynthGym frame-pretrained backbone, built with ``build_image_vit`` and normalised with ImageNet's
   mean/std, as in that pretraining;
 - a local ``.safetensors`` / ``.pth`` / ``.pt`` / ``.bin`` timm ViT state dict for ``model_name`` (+
-  ``model_kwargs``);
-- otherwise a timm pretrained name or ``hf-hub:`` id (downloaded by timm).
+  ``model_kwargs``), normalised with the mean/std of the timm ``config.json`` beside it (a hub repo's
+  layout), else of ``model_name``'s timm ``pretrained_cfg`` (give the tag: ``vit_base_patch16_224`` alone
+  means timm's default tag);
+- otherwise a timm pretrained name or ``hf-hub:`` id (downloaded by timm), normalised as its
+  ``pretrained_cfg`` says.
 
 The encoder's ``options`` (its description) record timm's ``architecture`` name and, for a backbone
 directory, the ViT layout (``backbone``); the builder takes both back, so a description (an MLLM
@@ -136,7 +139,7 @@ def build_framepool(
                     f"load it as a pretrained model name / hub id ({type(err).__name__}: {err})"
                 ) from err
             check_architecture(vit, architecture, str(path_or_id))
-        preprocess = timm_preprocess(vit, num_frames)
+        preprocess = timm_preprocess(vit, num_frames, path if path.is_file() else None)
         options = {"model_kwargs": model_kwargs}
     return FramePoolEncoder(vit.eval(), preprocess, spatial_grid=spatial_grid, **options)
 

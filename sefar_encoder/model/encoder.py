@@ -100,7 +100,9 @@ class EncoderPreprocessing:
     ``preprocessing.json`` of an export.
 
     Input ``[B, 3, sum(views), image_size, image_size]``: segment centres of each view (views in order),
-    short side resized to ``image_size``, centre crop, pixels ``(x / 255 - mean) / std`` per RGB channel.
+    short side resized to ``image_size``, centre crop, pixels ``(x / 255 - mean) / std`` per RGB channel;
+    training takes mean/std from the image weights it starts from (their timm ``pretrained_cfg``, see
+    :func:`~sefar_encoder.model.image_vit.checkpoint_normalisation`) and ``normalisation`` says which.
     ``image_size`` and ``views`` repeat the model config's ``img_size`` and ``views`` so that the file alone
     says how to feed the encoder; loading checks that they agree.
     """
@@ -120,7 +122,12 @@ class EncoderPreprocessing:
         default=None, metadata={"help": "provenance: the labeled percentage it was trained with"}
     )
     init_checkpoint: str | None = field(
-        default=None, metadata={"help": "provenance: the image weights training started from (null: none)"}
+        default=None,
+        metadata={"help": "provenance: the image weights training started from, timm names with their tag"},
+    )
+    normalisation: str | None = field(
+        default=None,
+        metadata={"help": "provenance: where mean/std come from (the image weights' timm pretrained_cfg)"},
     )
 
     @classmethod
@@ -135,7 +142,7 @@ class EncoderPreprocessing:
         its ``config.json``; no weights are read.
 
         An export written before ``preprocessing.json`` existed gets :meth:`for_config`: ImageNet's
-        mean/std (what every shipped config trains with) and unknown provenance.
+        mean/std (what every config trained with then) and unknown provenance.
         """
         directory = Path(directory)
         config = load_config(ModelConfig, directory / "config.json")

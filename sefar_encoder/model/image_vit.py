@@ -16,10 +16,19 @@ Mapping (image key -> encoder key, ``backbone.`` prefix when loading into a :cla
 
 Keys the image model cannot provide (temporal branch, time embeddings, fusion head) are listed in
 ``missing_keys``; ``strict=True`` (default) raises if any other key is missing or anything is unexpected.
+
+Input statistics (:func:`checkpoint_normalisation`): image weights expect pixels normalised as in their
+pretraining, which timm records in the checkpoint's ``pretrained_cfg`` (``mean``/``std``): 0.5 for the
+original JAX ViT-B/16 (``vit_base_patch16_224.orig_in21k_ft_in1k``) and timm's other ViT tags, OpenAI's
+CLIP statistics for EVA-CLIP. A timm name without a tag means timm's default tag (for
+``vit_base_patch16_224``: ``augreg2_in21k_ft_in1k``), so configs pin the tag. A local weights file
+carries its statistics only in a timm ``config.json`` beside it (the hub's layout); otherwise the
+configured ones are kept, and the returned ``source`` says so.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +101,109 @@ def build_image_vit(config: ModelConfig, num_classes: int = 0) -> nn.Module:
     from timm.models.vision_transformer import VisionTransformer
 
     return VisionTransformer(**image_vit_kwargs(config, num_classes=num_classes))
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Per-channel ``mean``/``std`` of ``x / 255`` (RGB) that image weights expect, and their origin."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    checkpoint: str | None  # the weights: a timm name with its tag, or the source as given
+    source: str  # where mean/std come from, in words (recorded in an export's preprocessing.json)
+    from_checkpoint: bool  # False: the configured statistics were kept
+
+
+def checkpoint_normalisation(
+    source: str | Path | dict[str, torch.Tensor] | None,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+) -> Normalisation:
+    """The statistics the image weights ``source`` (as :func:`read_image_vit_state` takes it) were
+    pretrained with, from timm's ``pretrained_cfg`` without downloading weights: of a timm name (its
+    default tag when it has none), of an ``hf-hub:`` id (its ``config.json``) or ``local-dir:`` folder, or
+    of a timm ``config.json`` beside a local weights file. ``mean``/``std`` (the configured ones) when the
+    source carries none: a state dict, a bare local file, no source at all."""
+    configured = (tuple(float(m) for m in mean), tuple(float(s) for s in std))
+    if source is None or isinstance(source, dict):
+        what = "no image weights" if source is None else "a state dict has no pretrained_cfg"
+        return Normalisation(*configured, None, f"the configured mean/std ({what})", False)
+    name, path = str(source), Path(source)
+    if path.exists():
+        found = _local_pretrained_cfg(path.parent if path.is_file() else path)
+        if found is None:
+            note = (
+                f"the configured mean/std: {name} has no timm pretrained_cfg (no tag, and no timm "
+                "config.json beside it)"
+            )
+            return Normalisation(*configured, name, note, False)
+        cfg, where = found
+    elif name.startswith(("hf-hub:", "local-dir:")):
+        cfg, where = _hub_pretrained_cfg(name)
+    else:
+        cfg, name = _timm_pretrained_cfg(name)
+        default = "" if name == str(source) else f" (no tag in {str(source)!r}: timm's default tag)"
+        where = f"timm's pretrained_cfg of {name}{default}"
+    if "mean" not in cfg or "std" not in cfg:
+        raise ValueError(f"{where}: the pretrained_cfg has no mean/std")
+    stats = (tuple(float(m) for m in cfg["mean"]), tuple(float(s) for s in cfg["std"]))
+    return Normalisation(*stats, name, where, True)
+
+
+def _timm_pretrained_cfg(name: str) -> tuple[dict[str, Any], str]:
+    """timm's registered pretrained_cfg of ``name`` and the name with its tag (no download)."""
+    from timm.models import get_pretrained_cfg
+
+    try:
+        cfg = get_pretrained_cfg(name)
+    except RuntimeError as err:  # a tag timm does not know for this architecture
+        raise RuntimeError(
+            f"timm model '{name}': {err} Pass a known tag, or a local .pth or .safetensors file"
+        ) from None
+    if cfg is None:
+        raise RuntimeError(
+            f"'{name}' is neither a local file nor a timm model name with pretrained weights; "
+            "pass a local .pth or .safetensors file instead"
+        )
+    return cfg.to_dict(), f"{cfg.architecture}.{cfg.tag}" if cfg.tag else cfg.architecture
+
+
+def _hub_pretrained_cfg(name: str) -> tuple[dict[str, Any], str]:
+    """The pretrained_cfg of an ``hf-hub:`` id (its config.json is downloaded) or ``local-dir:`` folder."""
+    kind, _, where = name.partition(":")
+    if kind == "local-dir":
+        found = _local_pretrained_cfg(Path(where))
+        if found is None:
+            raise FileNotFoundError(f"{name}: no timm config.json in {where}")
+        return found
+    from timm.models import load_model_config_from_hf
+
+    try:
+        cfg, _, _ = load_model_config_from_hf(where)
+    except Exception as err:  # offline, unknown repo: say which and how to fix
+        raise RuntimeError(
+            f"could not read the config.json of '{name}' ({type(err).__name__}: {err}); pass a local "
+            ".pth or .safetensors file (with the repo's config.json beside it) instead"
+        ) from err
+    return cfg, f"the pretrained_cfg of {name}"
+
+
+def _local_pretrained_cfg(folder: Path) -> tuple[dict[str, Any], str] | None:
+    """The pretrained_cfg of a timm ``config.json`` in ``folder`` (as timm writes it for the hub: an
+    ``architecture`` name, and the cfg under ``pretrained_cfg`` or, in its older form, at the top level);
+    None when there is no such file (other ``config.json`` files, e.g. a backbone's, are not timm's)."""
+    path = folder / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("architecture"), str):
+        return None
+    cfg = data.get("pretrained_cfg", data)
+    tag = f"{data['architecture']}.{cfg['tag']}" if cfg.get("tag") else data["architecture"]
+    return cfg, f"the timm pretrained_cfg in {path} ({tag})"
 
 
 def read_image_vit_state(source: str | Path | dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:

@@ -34,13 +34,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import signal
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -58,7 +60,7 @@ from sefar_encoder.runtime.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from sefar_encoder.runtime.config import check_resume_config, save_config
+from sefar_encoder.runtime.config import ConfigError, check_resume_config, save_config
 
 CONFIG, HISTORY, METRICS, ERROR_LOG = "config.yaml", "metrics.jsonl", "metrics.json", "error.log"
 
@@ -218,9 +220,7 @@ class RunLifecycle:
             rank = 0
         if "rng.torch.0" not in tensors:
             raise RunFolderError(f"{path}: no RNG state (written by an older version); start a new run")
-        torch.set_rng_state(tensors[f"rng.torch.{rank}"])
-        if f"rng.cuda.{rank}" in tensors and torch.cuda.is_available():
-            torch.cuda.set_rng_state(tensors[f"rng.cuda.{rank}"])
+        restore_rng_state(tensors, rank, path)
         names = {f.name for f in dataclasses.fields(state_type)}
         return tensors, state_type(**{k: v for k, v in payload.items() if k in names}), payload
 
@@ -234,11 +234,52 @@ class RunLifecycle:
 
 
 def rng_state() -> dict[str, torch.Tensor]:
-    """This process' random state: dropout and drop path draw from the device's generator on a GPU."""
+    """This process' random state: the CPU generator's and, with CUDA, its current device's (dropout, LoRA
+    dropout and drop path draw from the device's generator on a GPU; one device per process)."""
     states = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state()
     return states
+
+
+def restore_rng_state(tensors: dict[str, torch.Tensor], rank: int, path: Path | str) -> None:
+    """Set this process' generators to the checkpoint's ``rng.<kind>.<rank>`` states. A checkpoint written
+    with CUDA and resumed without it, or the other way round, cannot restore the CUDA generator: said once,
+    the run goes on (its dropout draws then differ from the uninterrupted run's)."""
+    torch.set_rng_state(tensors[f"rng.torch.{rank}"])
+    saved = tensors.get(f"rng.cuda.{rank}")
+    if saved is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(saved)
+    elif saved is not None or torch.cuda.is_available():
+        where = "with CUDA, resumed without" if saved is not None else "without CUDA, resumed with"
+        print(f"{path}: written {where}: the CUDA random state is not restored (dropout draws will differ)")
+
+
+CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"
+DETERMINISTIC_CUBLAS = (":4096:8", ":16:8")  # the values torch accepts for deterministic cuBLAS
+
+
+@contextmanager
+def deterministic_algorithms(enabled: bool, environ: MutableMapping[str, str] = os.environ) -> Iterator[None]:
+    """``torch.use_deterministic_algorithms`` for the block when ``enabled`` (restored after it: a run may be
+    called in-process, e.g. by tests). On CUDA, deterministic cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG``, read
+    when cuBLAS starts: unset, it is set here to ``:4096:8`` if CUDA is not initialised yet, else a
+    :class:`ConfigError` says to export it before starting; any other value is a ConfigError too."""
+    if enabled and torch.cuda.is_available():
+        value = environ.get(CUBLAS_WORKSPACE)
+        if value is None and not torch.cuda.is_initialized():
+            environ[CUBLAS_WORKSPACE] = DETERMINISTIC_CUBLAS[0]
+        elif value not in DETERMINISTIC_CUBLAS:
+            raise ConfigError(
+                f"deterministic=true on CUDA needs {CUBLAS_WORKSPACE}={DETERMINISTIC_CUBLAS[0]} (or "
+                f"{DETERMINISTIC_CUBLAS[1]}) set before CUDA starts; it is {value!r}: export it and run again"
+            )
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(enabled or was)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was)
 
 
 def count_loss(state: RunState, finite: bool, max_in_row: int, where: str) -> None:
