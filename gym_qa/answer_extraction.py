@@ -8,6 +8,12 @@ any negated letter ("not C", "isn't B"); "neither"/"none of"; two letters offere
 "B and C", "A, B", "A/B"); two different letters or option texts in one answer; a letter whose stated
 text is exactly another option's text ("C. <text of A>"); letters outside the question's range.
 Numbers ("3") are not read as letters. A hedge should cost the model the question, not be guessed.
+
+:func:`extract_answer_form` reads the other way, for a model trained to answer in one form (the MLLM's
+stage B answers, ``"C. <option text>"``): exactly that form, whose leading letter is the answer, and
+nothing else. It accepts "C", "C." and "C. <any text>" — the letter commits, the text after it is the
+model's restatement and is not checked (so "C. <text of A>" reads C, where :func:`extract_letter` says
+the answer contradicts itself) — and rejects everything that does not start with the form.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ _ALTERNATIVES_RE = re.compile(
     _ALONE_BEFORE + r"[(\[]?([A-Z])[)\]]?\s*(?:,|/|&|\bor\b|\band\b)\s*(?:maybe\s+|possibly\s+)?"
     r"[(\[]?([A-Z])[)\]]?" + _ALONE_AFTER
 )
+_ANSWER_FORM_RE = re.compile(r"([A-Z])(?:\.(?:\s.*)?)?", re.DOTALL)
 _BARE_RE = re.compile(r"[(\[]?\s*([A-Za-z])\s*[)\]]?\s*[.:)!]?")
 _LEADING_RE = re.compile(r"[(\[]?([A-Za-z])[)\].:]\s*(.*)", re.DOTALL)
 _LEADING_SPACE_RE = re.compile(r"([A-Z])\s+(.+)", re.DOTALL)
@@ -151,3 +158,14 @@ def extract_letter(text: str | None, options: Sequence[str] | Mapping[str, str])
             return None  # "C. <the text of A>": the answer contradicts itself
         return letter
     return letters[text_hits.pop()] if len(text_hits) == 1 else None
+
+
+def extract_answer_form(text: str | None, num_options: int) -> str | None:
+    """The letter of an answer in the trained form ``"<letter>. <text>"`` (or the letter alone, with or
+    without its dot) among ``num_options`` options; ``None`` for any other text (see the module docstring).
+    Leading and trailing blanks are ignored; the letter must be upper case and in range."""
+    m = _ANSWER_FORM_RE.fullmatch((text or "").strip())
+    if m is None:
+        return None
+    letter = m.group(1)
+    return letter if letter in OPTION_LETTERS[:num_options] else None

@@ -8,13 +8,31 @@ Answer types::
     attribute  Qtree yes/no question, always laid out "A.yes B.no"      (FineGym BTcode / SynthGym table)
     count      "How many twists does the athlete perform in this element?"   (SynthGym numeric attributes)
 
+Attribute types (SynthGym class attributes, one answer type each so each gets its own accuracy; what
+they apply to and their options: :mod:`gym_qa.attribute_questions`)::
+
+    direction  "In which direction does the athlete rotate in this element?"   forward, backward
+    twists     the "twists" count stem                                          0, 0.5, 1, 2, ...
+    shape      "Which body shape does the athlete hold in the salto?"          tucked, piked, stretched
+    turns      the "turns" count stem                                           0.5, 1, 2, ...
+
 The generator (:mod:`gym_qa.question_generator`) writes these texts and the reference answerers
 (:mod:`gym_qa.reference_answerers`) read them back.
 """
 
 from __future__ import annotations
 
-ANSWER_TYPES: tuple[str, ...] = ("what", "event", "set", "attribute", "count")
+ANSWER_TYPES: tuple[str, ...] = (
+    "what",
+    "event",
+    "set",
+    "attribute",
+    "count",
+    "direction",
+    "twists",
+    "shape",
+    "turns",
+)
 
 WHAT_STEM = "What gymnastics move is this athlete performing?"
 EVENT_STEM = "Which apparatus is this element performed on?"
@@ -27,6 +45,8 @@ COUNT_STEMS: dict[str, str] = {
     "saltos": "How many saltos does the athlete perform in this element?",
     "turns": "How many turns does the athlete perform in this element?",
 }
+DIRECTION_STEM = "In which direction does the athlete rotate in this element?"
+SHAPE_STEM = "Which body shape does the athlete hold in the salto?"
 
 
 def tidy_attribute_question(text: str) -> str:

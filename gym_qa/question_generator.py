@@ -1,7 +1,8 @@
 """Gym-QA question generator: clips with labels + a hierarchy → multiple-choice questions
 (docs/DESIGN.md §Question generator).
 
-The answer types and their wording are in :mod:`gym_qa.answer_types`; the summary returned with the
+The answer types and their wording are in :mod:`gym_qa.answer_types`, the per-attribute types
+(direction, twists, shape, turns) in :mod:`gym_qa.attribute_questions`; the summary returned with the
 questions is built by :mod:`gym_qa.question_summary`.
 
 Design decisions, and why:
@@ -21,6 +22,9 @@ Design decisions, and why:
   carries no information. Yes/no questions keep the natural "A.yes B.no" order; their letters (and
   the per-question-text yes rate) are balanced by choosing which of the element's questions to ask
   (see ``_attribute``). With ``attributes_per_clip=0`` (every question) they follow the data instead.
+- The per-attribute types (direction, twists, shape, turns) are multiple-choice over the attribute's
+  values, letters and distractors as for ``count`` (hard: nearest values first). When ``count`` and
+  ``twists`` / ``turns`` are asked together, ``count`` leaves that attribute to its own type.
 - Every type draws from its own random stream (seeded by ``seed`` and the type name), so switching a
   type on or off does not change the other types' questions — only the ids, which are sequential in
   clip order (clip-major: all questions about one clip are adjacent).
@@ -32,6 +36,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from gym_qa.answer_types import (
@@ -45,6 +50,7 @@ from gym_qa.answer_types import (
     format_count,
     tidy_attribute_question,
 )
+from gym_qa.attribute_questions import ATTRIBUTE_QUESTIONS, COUNTED_ATTRIBUTE
 from gym_qa.clips import Clip
 from gym_qa.hierarchy import Hierarchy
 from gym_qa.hierarchy_files import EVENT_NAMES, AttributeAnswer
@@ -117,7 +123,7 @@ class QuestionGenerator:
             raise GeneratorError("two sets render to the same option text; set names must be distinct")
         self._candidates: dict[int, list[list[str]]] = {}  # label -> distractor tiers (cache)
         self._answer_counts: dict[str, Counter] = {}  # answer type -> answer-text counts ("frequency" mode)
-        self._values: dict[str, list[float]] = {}  # numeric attribute -> distinct values (cache)
+        self._values: dict[str, list[float]] = {}  # numeric attribute (or "type:<t>") -> values (cache)
 
     # ----------------------------------------------------------------------------- distractors
     def _what_tiers(self, label: int) -> list[list[str]]:
@@ -249,9 +255,10 @@ class QuestionGenerator:
     def _count(self, clip: Clip, rng: random.Random, cycle: Callable[[int], int]) -> list[tuple[str, int]]:
         attrs = self.hierarchy.class_attributes.get(clip.label, {})
         made = []
+        own_type = {COUNTED_ATTRIBUTE[t] for t in self.config.types if t in COUNTED_ATTRIBUTE}
         for name in self.config.count_attributes:
             value = attrs.get(name)
-            if name not in COUNT_STEMS or not isinstance(value, int | float):
+            if name not in COUNT_STEMS or not isinstance(value, int | float) or name in own_type:
                 continue
             others = [v for v in self._attribute_values(name) if v != value]
             if self.config.distractors == "hard":
@@ -270,6 +277,29 @@ class QuestionGenerator:
             if result:
                 made.append(result)
         return made
+
+    def _attribute_question(
+        self, answer_type: str, clip: Clip, rng: random.Random, cycle: Callable[[int], int]
+    ) -> list[tuple[str, int]]:
+        """A direction / twists / shape / turns question (:mod:`gym_qa.attribute_questions`)."""
+        spec = ATTRIBUTE_QUESTIONS[answer_type]
+        value = spec.value_of(self.hierarchy.class_attributes.get(clip.label, {}))
+        if value is None:
+            return []
+        key = f"type:{answer_type}"  # not the count type's key: only the classes the type applies to
+        if key not in self._values:
+            found = (spec.value_of(a) for a in self.hierarchy.class_attributes.values())
+            self._values[key] = sorted({v for v in found if v is not None})
+        others = [v for v in self._values[key] if v != value]
+        if self.config.distractors == "hard":
+            rng.shuffle(others)  # nearest values first, random among equally near
+            others.sort(key=lambda v: abs(v - value))
+            k = self.config.num_options - 1
+            tiers = [[spec.text_of(v) for v in others[:k]], [spec.text_of(v) for v in others[k:]]]
+        else:
+            tiers = [[spec.text_of(v) for v in others]]
+        made = self._multiple_choice(spec.stem, spec.text_of(value), tiers, rng, cycle, answer_type)
+        return [made] if made else []
 
     def _attribute_values(self, name: str) -> list[float]:
         """Distinct values of a numeric class attribute over all classes (cached): the count options."""
@@ -295,6 +325,7 @@ class QuestionGenerator:
             "set": self._set,
             "attribute": self._attribute,
             "count": self._count,
+            **{t: partial(self._attribute_question, t) for t in ATTRIBUTE_QUESTIONS},
         }
         rngs = {t: random.Random(f"gymqa:{config.seed}:{t}") for t in config.types}
         cycles: dict[tuple[str, int], LetterCycle] = {}
@@ -352,9 +383,13 @@ class QuestionGenerator:
             counts["what"][h.name_of(clip.label)] += 1
             counts["event"][EVENT_NAMES[h.event_of(clip.label)]] += 1
             counts["set"][self._set_names[h.set_of(clip.label)]] += 1
-            for name, value in h.class_attributes.get(clip.label, {}).items():
+            attrs = h.class_attributes.get(clip.label, {})
+            for name, value in attrs.items():
                 if isinstance(value, int | float):
                     counts.setdefault(f"count:{name}", Counter())[format_count(value)] += 1
+            for answer_type, spec in ATTRIBUTE_QUESTIONS.items():
+                if (value := spec.value_of(attrs)) is not None:
+                    counts.setdefault(answer_type, Counter())[spec.text_of(value)] += 1
         return counts
 
 

@@ -10,7 +10,9 @@ Predictions are JSON lines, one per question (or per rotated question, see below
 minimises the summed NLL (``nll_sum``); with token counts the per-token mean (``nll_mean``, which does
 not favour short options) is reported too. An exact tie for the minimum chooses nothing (a constant
 scorer must not inherit a letter prior). A record may carry both ``text`` and ``option_scores``; every
-mode present is reported.
+mode present is reported. ``score(..., answer_form=True)`` also reads the text as the trained answer form
+(mode ``answer_form``, :func:`gym_qa.answer_extraction.extract_answer_form`: "C. <text>" → C whatever
+the text), beside the free-text reading (mode ``text``) of the same predictions.
 
 Circular evaluation: predictions for rotated copies (``<id>#r<k>``, see
 :func:`gym_qa.questions.rotate_options`) switch it on; a question then counts as correct only if the
@@ -31,13 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gym_qa.answer_extraction import extract_letter
+from gym_qa.answer_extraction import extract_answer_form, extract_letter
 from gym_qa.hierarchy import Hierarchy
 from gym_qa.hierarchy_files import EVENT_NAMES
 from gym_qa.questions import OPTION_LETTERS, ROTATION_SEPARATOR, Question, circular_questions, rotate_options
 from gym_qa.statistics import wilson_interval
 
-MODES: tuple[str, ...] = ("text", "nll_sum", "nll_mean")
+MODES: tuple[str, ...] = ("text", "answer_form", "nll_sum", "nll_mean")
 UNKNOWN = "unknown"
 
 
@@ -145,10 +147,13 @@ def choose(question: Question, prediction: Prediction | None, mode: str) -> tupl
     """The letter a prediction picks in ``mode`` and why none: "", "missing", "unparseable" or "tie"."""
     if prediction is None:
         return None, "missing"
-    if mode == "text":
+    if mode in ("text", "answer_form"):
         if prediction.text is None:
             return None, "missing"
-        letter = extract_letter(prediction.text, question.options)
+        if mode == "text":
+            letter = extract_letter(prediction.text, question.options)
+        else:
+            letter = extract_answer_form(prediction.text, len(question.options))
         return letter, "" if letter else "unparseable"
     if prediction.option_scores is None or (mode == "nll_mean" and prediction.option_token_counts is None):
         return None, "missing"
@@ -250,10 +255,12 @@ def score(
     hierarchy: Hierarchy | None = None,
     video_labels: Mapping[str, int] | None = None,
     max_listed: int | None = None,
+    answer_form: bool = False,
 ) -> dict[str, Any]:
     """Score predictions; returns the report dict (see module docstring; JSON-serialisable).
 
-    ``max_listed`` caps the listed missing/unparseable ids (``None`` lists all).
+    ``max_listed`` caps the listed missing/unparseable ids (``None`` lists all). ``answer_form``: also
+    report mode ``answer_form`` (texts read as the trained answer form).
     """
     preds = _as_predictions(predictions)
     by_id = {q.question_id: q for q in questions}
@@ -263,6 +270,7 @@ def score(
         m
         for m in MODES
         if (m == "text" and any(p.text is not None for p in preds.values()))
+        or (m == "answer_form" and answer_form and any(p.text is not None for p in preds.values()))
         or (m == "nll_sum" and any(p.option_scores is not None for p in preds.values()))
         or (m == "nll_mean" and any(p.option_token_counts is not None for p in preds.values()))
     ]
@@ -318,7 +326,8 @@ def score(
                 for key, block in sorted(per_set.blocks().items(), key=_set_sort_key)
             }
         for reason in ("unparseable", "tie"):
-            if reason == "unparseable" and mode != "text" or reason == "tie" and mode == "text":
+            reads_text = mode in ("text", "answer_form")
+            if reason == "unparseable" and not reads_text or reason == "tie" and reads_text:
                 continue
             result[reason] = len(failures[reason])
             result[f"{reason}_items"] = failures[reason][:max_listed]

@@ -8,6 +8,12 @@ Generation starts from ``inputs_embeds`` (the prompt with projected video tokens
 a role marker of the conversation template (``USER:``, ``ASSISTANT:``: transformers' ``stop_strings``;
 the marker and what follows never reach the answer) or after ``max_new_tokens``. An exception in the
 worker is re-raised in the consumer, and closing the generator early stops the worker at its next token.
+
+:func:`choose_letter` is constrained decoding of a multiple-choice answer: the LLM's next-token
+distribution after the generation prompt, restricted to the tokens that continue some option's trained
+answer (stage B answers start with the option letter, ``"C. <text>"``), argmax, until one option is
+left. It can only ever answer with a valid letter: the letter the trained answer would start with,
+read without letting the model go on to restate (or misstate) an option's text.
 """
 
 from __future__ import annotations
@@ -129,6 +135,71 @@ def stream_generate(
         worker.join()
     if errors:
         raise errors[0]
+
+
+@dataclass
+class LetterChoice:
+    """Constrained answer to a multiple-choice question: the chosen option and how it was decoded."""
+
+    letter: str
+    index: int
+    tokens: list[int]  # the decoded tokens, up to the one that leaves a single option
+    forwards: int  # LLM forwards it took (one per position where more than one option was left)
+
+
+def answer_token_ids(builder: PromptBuilder, answers: Sequence[str]) -> list[list[int]]:
+    """The trained answers' tokens as they follow the generation prompt (no EOS); no answer may be the
+    start of another (then no token would ever choose the shorter one)."""
+    encoded = [builder.encode_answer(answer, add_eos=False) for answer in answers]
+    for i, a in enumerate(encoded):
+        for j, b in enumerate(encoded):
+            if i != j and b[: len(a)] == a:
+                raise ValueError(f"answer {answers[i]!r} is the start of {answers[j]!r} in tokens")
+    return encoded
+
+
+@torch.no_grad()
+def choose_letter(
+    model: MultimodalModel,
+    builder: PromptBuilder,
+    question: str,
+    answers: Sequence[str],
+    letters: Sequence[str],
+    video_features: torch.Tensor | None = None,
+) -> LetterChoice:
+    """Constrained greedy decoding of one multiple-choice answer (see the module docstring).
+
+    ``answers`` are the options' trained answers (``format_answer(letter, text)``), ``letters`` their
+    letters; the prompt is the generation prompt of ``question`` about the clip ``video_features``
+    [1, N, D_enc]. At each position the allowed tokens are the next tokens of the answers still
+    consistent with what was decoded (a trie over the answers' tokens); a single allowed token is taken
+    without a forward, several are decided by the argmax of the LLM's next-token logits among them (the
+    first wins an exact tie). Decoding ends when one answer is left: its letter. With the letters'
+    tokens (``▁A`` ...) that is one forward; a vocabulary without ``▁C`` spells it ``▁`` ``C``, and the
+    trie follows that too.
+    """
+    if len(answers) != len(letters) or len(answers) < 2:
+        raise ValueError(
+            f"need one answer per letter and at least two, got {len(answers)} and {len(letters)}"
+        )
+    encoded = answer_token_ids(builder, answers)
+    prompt = builder.encode(Turn(question), sample_id="letter").input_ids
+    left, decoded, forwards = list(range(len(answers))), [], 0
+    while len(left) > 1:
+        position = len(decoded)
+        allowed = list(dict.fromkeys(encoded[i][position] for i in left))  # next tokens, option order
+        if len(allowed) == 1:
+            pick = allowed[0]
+        else:
+            input_ids = torch.tensor([prompt + decoded], device=model.device)  # [1, L + decoded]
+            inputs_embeds = model.embed(input_ids, video_features)  # [1, L + decoded, D]
+            logits = model.llm(inputs_embeds=inputs_embeds, logits_to_keep=1).logits[0, -1]  # [V]
+            forwards += 1
+            pick = allowed[int(logits[torch.tensor(allowed, device=logits.device)].argmax())]
+        decoded.append(pick)
+        left = [i for i in left if encoded[i][position] == pick]
+    index = left[0]
+    return LetterChoice(letters[index], index, decoded, forwards)
 
 
 def generate_answer(

@@ -13,6 +13,7 @@ The steps (``STEPS``) and their outputs (:func:`step_output`)::
     align        scripts/train_mllm.py --stage align     (projector; LLM frozen)      align/metrics.json
     instruct     scripts/train_mllm.py --stage instruct  (projector + LoRA)           instruct/metrics.json
     eval         scripts/eval_mllm_gymqa.py --mode both  (generate + likelihood)      eval/report.json
+    letter       scripts/eval_mllm_gymqa.py --mode letter (jobs with trained_form)    letter/report.json
     classifier4  scripts/eval_mllm_gymqa.py --mode classifier4 (sefar encoders only)  classifier4/report.json
     ──► result.json: accuracy per mode (%), per answer type, stage metrics, seconds per step
 
@@ -26,9 +27,13 @@ every training setting, including ``data.label_rate`` and the question types; it
 ``llm``, ``features`` and output folders are set from the job.
 
 Accuracy modes (``MODES``): ``generate`` — greedy answer text, letter extracted (evaluator mode
-``text``); ``likelihood`` — lowest summed option NLL (``nll_sum``); ``classifier4`` — the SeFAR
-encoder's own classifier restricted to the options' classes, on the questions whose options are element
-names (``gym_qa.classifier_answerer``).
+``text``); ``generate_form`` — the same answers read as the trained form "C. <text>" (``answer_form``:
+the leading letter, whatever the text; absent from reports written before it existed); ``likelihood`` —
+lowest summed option NLL (``nll_sum``); ``letter`` — constrained decoding over the option letters
+(``mllm.generation.choose_letter``; evaluator mode ``text`` of the letter alone); ``classifier4`` — the
+SeFAR encoder's own classifier restricted to the options' classes, on the questions whose options are
+element names (``gym_qa.classifier_answerer``). ``generate_form`` and ``letter`` only for jobs with
+``trained_form``.
 """
 
 from __future__ import annotations
@@ -45,11 +50,13 @@ from mllm.training_config import MLLMTrainConfig
 from sefar_encoder.runtime.atomic import write_text_atomic
 from sefar_encoder.runtime.config import load_config
 
-STEPS: tuple[str, ...] = ("features", "align", "instruct", "eval", "classifier4")
+STEPS: tuple[str, ...] = ("features", "align", "instruct", "eval", "letter", "classifier4")
 # accuracy mode -> (step whose report holds it, the evaluator's mode key in that report)
 MODES: dict[str, tuple[str, str]] = {
     "generate": ("eval", "text"),
+    "generate_form": ("eval", "answer_form"),
     "likelihood": ("eval", "nll_sum"),
+    "letter": ("letter", "text"),
     "classifier4": ("classifier4", "nll_sum"),
 }
 RESULT_FILE = "result.json"
@@ -80,6 +87,9 @@ class GymQAJob:
     encoder_options: dict[str, Any] = field(default_factory=dict)  # builder options of the encoder
     overrides: list[str] = field(default_factory=list)  # extra train_mllm key=value overrides
     max_new_tokens: int = 48  # generate mode: answer length bound
+    # Also the trained answer form's modes: letter (step "letter") and generate_form (the eval step's answers
+    # read as "C. <text>"). Not an input of the other steps.
+    trained_form: bool = False
     progress: bool = True
 
     @property
@@ -161,13 +171,18 @@ def step_output(job: GymQAJob, step: str) -> Path:
         "align": job.path / "align" / "metrics.json",
         "instruct": job.path / "instruct" / "metrics.json",
         "eval": job.path / "eval" / "report.json",
+        "letter": job.path / "letter" / "report.json",
         "classifier4": job.path / "classifier4" / "report.json",
     }[step]
 
 
 def job_steps(job: GymQAJob) -> list[str]:
-    """The steps of ``job``: classifier4 only for SeFAR encoders (the others have no classifier)."""
-    return [s for s in STEPS if s != "classifier4" or job.encoder == "sefar"]
+    """The steps of ``job``: letter when asked for, classifier4 only for SeFAR encoders (the others have
+    no classifier)."""
+    skipped = {"classifier4"} if job.encoder != "sefar" else set()
+    if not job.trained_form:
+        skipped.add("letter")
+    return [s for s in STEPS if s not in skipped]
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -220,9 +235,11 @@ def collect_result(job: GymQAJob) -> dict[str, Any]:
     }
     for mode, (step, key) in MODES.items():
         path = step_output(job, step)
-        if step not in job_steps(job):
+        if step not in job_steps(job) or (mode == "generate_form" and not job.trained_form):
             continue
         report = read_json(path)
+        if key not in report["modes"] and key == "answer_form":  # a report from before the mode existed
+            continue
         if report["questions"] == 0:  # classifier4 with no element-name question: nothing to score
             result["accuracy"][mode], result["correct_total"][mode] = None, [0, 0]
             result["per_answer_type"][mode], result["reports"][mode] = {}, str(path)

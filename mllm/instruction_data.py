@@ -26,6 +26,14 @@ unlike the question's ``"C.salto"``: with sentencepiece, ``"C.salto"`` tokenises
 its word-start piece (``sal`` ``to``), ``"C. salto"`` as ``▁salto``, the same ids the stage A captions
 use; :func:`gym_qa.extract_letter` reads ``"C. salto backward tucked"`` as C.
 
+**The trained form is the evaluated form.** Free-text reading (``extract_letter``) calls an answer that
+states another option's text after its letter ("C. <text of A>") self-contradictory, and issue 16 counted
+such answers in 50-58 % of greedy answers on the SynthGym bench. The evaluation therefore also reads
+answers exactly as they were trained: ``scripts/eval_mllm_gymqa.py`` reports mode ``answer_form``
+(:func:`gym_qa.answer_extraction.extract_answer_form`: "C. <any text>" is C, anything else unparseable)
+beside free text, and its ``--mode letter`` decodes only the start of this form, constrained to the
+options' letters (:func:`mllm.generation.choose_letter`), so it always answers a valid letter.
+
 **Data order**: one permutation of the samples per epoch, seeded by ``(seed, epoch)``
 (:func:`epoch_order`); optimizer step ``s`` consumes global batch ``s`` of it, and each process takes
 its contiguous slice of every global batch, split into micro-batches (:func:`process_micro_batches`).

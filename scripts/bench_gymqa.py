@@ -1,23 +1,30 @@
-"""Gym-QA benchmark: the MLLM on SeFAR features vs on the order-blind frame-pool baseline, several seeds.
+"""Gym-QA benchmark: the MLLM on SeFAR features vs on the frame backbone's features, several seeds.
 
     python scripts/bench_gymqa.py                                   # SynthGym bench, seeds 0 1 2
     python scripts/bench_gymqa.py --sefar runs/ssl_bench/sefar@10/seed0/encoder --seeds 0
     python scripts/bench_gymqa.py --aggregate-only                  # only rebuild the table
 
 For each encoder (``sefar``: a trained SeFAR encoder; ``framepool``: the frame-pretrained image ViT that
-encoder started from, mean-pooled over time — docs/DESIGN.md §Video encoders) and each seed, one Gym-QA
-job (``mllm.gymqa_experiment``), run here by :func:`run_job`: feature cache, stage A (align), stage B
-(instruct), evaluation of the test questions in ``generate`` and ``likelihood`` mode, and for SeFAR also
-``classifier4`` (its own classifier restricted to the options, on the element-name questions); each step
-is an entry point of ``scripts/`` called in this process, skipped when its output exists. The seed changes stage A/B training only; the
-encoders, the tiny LLM and the questions are the same for every job. ``--extra clip=<weights>`` (or eva)
-adds encoders to the comparison.
+encoder started from, mean-pooled over time — docs/DESIGN.md §Video encoders; ``frameseq``: the same ViT's
+per-frame tokens in time order with a frame-index code, as video-LLMs feed CLIP frames) and each seed, one
+Gym-QA job (``mllm.gymqa_experiment``), run here by :func:`run_job`: feature cache, stage A (align), stage
+B (instruct), evaluation of the test questions in ``generate`` and ``likelihood`` mode, the trained answer
+form's modes (``generate_form``: the generated answers read as "C. <text>"; ``letter``: constrained
+decoding over the option letters; ``--no-letter`` skips both), and for SeFAR also ``classifier4`` (its own
+classifier restricted to the options, on the element-name questions); each step is an entry point of
+``scripts/`` called in this process, skipped when its output exists. The seed changes stage A/B training
+only; the encoders, the tiny LLM and the questions are the same for every job. ``--extra clip=<weights>``
+(or eva) adds encoders to the comparison; ``--encoder-option NAME.KEY=VALUE`` sets an encoder's builder
+options, e.g. CLIP in ``frameseq``'s frame sequence layout::
+
+    python scripts/bench_gymqa.py --extra clip=openai/clip-vit-large-patch14 \\
+        --encoder-option clip.grid=2 clip.frame_position=sinusoidal
 
 Every job is resumable in ``<runs>/<encoder>/seed<k>/`` (finished steps are skipped; ``--force`` redoes
 them), so the table can be built across sessions. Aggregation reads the finished jobs only and writes
 ``--json-out`` (default ``<runs>/gymqa_bench.json``, beside the jobs; the committed figures,
 ``docs/results/gymqa_bench.json``, are written only when named there): an object keyed
-``"<encoder>@<mode>"`` with ``mean``, ``std`` and ``runs`` (per-seed test accuracy, %), ``seeds``,
+``"<encoder>@<mode>"`` (modes: generate, generate_form, likelihood, letter, classifier4) with ``mean``, ``std`` and ``runs`` (per-seed test accuracy, %), ``seeds``,
 ``questions``, and per answer type the mean accuracy; plus ``machine``
 (``sefar_encoder.runtime.machine.machine_info``: cpu, cores, threads, torch version, date, ...) and
 ``command``. A Markdown table is printed (``--markdown-out`` also writes it).
@@ -25,8 +32,9 @@ them), so the table can be built across sessions. Aggregation reads the finished
 Defaults follow the SSL benchmark (``scripts/bench_ssl.py``): the SeFAR encoder of ``sefar@10`` seed 0,
 whose run ``config.yaml`` gives the label rate (stage A/B use the same labeled clips) and the backbone
 (the framepool weights). The tiny LLM is built under ``--llm`` if missing, the test questions under
-``<runs>/questions/test.json`` (``--question-types``, default Gym-QA's "what"; distractors from the stage
-config, whose ``data.question_types`` are the stage B training questions).
+``<runs>/questions/test.json`` (``--question-types``, default Gym-QA's "what" and the attribute types
+direction, twists, shape and turns, each with its own accuracy column; distractors from the stage config,
+whose ``data.question_types`` are the stage B training questions).
 """
 
 from __future__ import annotations
@@ -67,9 +75,11 @@ from mllm.gymqa_experiment import (
     write_json,
 )
 from mllm.training_config import MLLMTrainConfig
+from sefar_encoder.runtime.config import ConfigError, parse_overrides
 from sefar_encoder.runtime.machine import machine_info
 
-ENCODERS = ("sefar", "framepool")
+ENCODERS = ("sefar", "framepool", "frameseq")
+BACKBONE_ENCODERS = ("framepool", "frameseq")  # the frame-pretrained backbone's two baselines
 
 
 # ----------------------------------------------------------------------------------------- entry points
@@ -120,6 +130,8 @@ def run_step(job: GymQAJob, step: str, cfg: MLLMTrainConfig, encoder: Any) -> No
         call_main("train_mllm", argv)
     elif step == "eval":
         call_main("eval_mllm_gymqa", eval_args(job, "both", job.path / "eval"))
+    elif step == "letter":
+        call_main("eval_mllm_gymqa", eval_args(job, "letter", job.path / "letter"))
     elif step == "classifier4":
         call_main("eval_mllm_gymqa", eval_args(job, "classifier4", job.path / "classifier4"))
     else:
@@ -192,7 +204,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--framepool",
         default=None,
-        help="frame-pretrained backbone folder (default: the one the SeFAR run started from)",
+        help="frame-pretrained backbone folder, the weights of framepool and frameseq (default: the one "
+        "the SeFAR run started from)",
     )
     p.add_argument("--label-rate", type=int, default=None, help="default: the SeFAR run's data.label_rate")
     p.add_argument("--llm", default="data/tiny_llm-synthgym-bench", help="tiny LLM folder (built if missing)")
@@ -205,6 +218,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="NAME=WEIGHTS",
         help="more encoders to compare, e.g. clip=openai/clip-vit-large-patch14 eva=<timm EVA-CLIP dir>",
     )
+    p.add_argument(
+        "--encoder-option",
+        nargs="*",
+        default=[],
+        metavar="NAME.KEY=VALUE",
+        help="builder option of one encoder, e.g. clip.grid=2 clip.frame_position=sinusoidal frameseq.grid=1",
+    )
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="stage A/B seeds")
     p.add_argument("--runs", default="runs/gymqa_bench", help="job folders <runs>/<encoder>/seed<k>/")
     p.add_argument("--cache-root", default="data/features", help="feature cache root")
@@ -212,8 +232,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--question-types",
         nargs="+",
-        default=["what"],
-        help="answer types of the test questions (stage B trains on the config's data.question_types)",
+        default=["what", "direction", "twists", "shape", "turns"],
+        help="answer types of the test questions: the element, and the attributes that need time "
+        "(gym_qa.attribute_questions); stage B trains on the config's data.question_types",
+    )
+    p.add_argument(
+        "--no-letter",
+        action="store_true",
+        help="skip the trained-form modes: the letter-mode evaluation step and generate_form",
     )
     p.add_argument("--force", action="store_true", help="redo every step of the selected jobs")
     p.add_argument("--aggregate-only", action="store_true", help="run nothing; tabulate the finished jobs")
@@ -252,17 +278,33 @@ def encoder_weights(args: argparse.Namespace) -> tuple[dict[str, str], int]:
     settings = encoder_run_settings(args.sefar)
     framepool = args.framepool or settings.get("backbone")
     rate = args.label_rate or settings.get("label_rate")
-    if "framepool" in args.encoders and not framepool:
+    if set(BACKBONE_ENCODERS) & set(args.encoders) and not framepool:
         raise ExperimentError(
             f"{args.sefar}: no run config.yaml naming its init_checkpoint; give --framepool (backbone folder)"
         )
     if rate is None:
         raise ExperimentError(f"{args.sefar}: no run config.yaml giving data.label_rate; give --label-rate")
-    return {"sefar": args.sefar, "framepool": framepool, **extra_encoders(args)}, int(rate)
+    weights = {"sefar": args.sefar, **{name: framepool for name in BACKBONE_ENCODERS}}
+    return {**weights, **extra_encoders(args)}, int(rate)
+
+
+def encoder_options(args: argparse.Namespace, encoders: list[str]) -> dict[str, dict[str, Any]]:
+    """``--encoder-option NAME.KEY=VALUE`` as {name: {key: value}} (values parsed as YAML)."""
+    try:
+        options = parse_overrides(args.encoder_option)
+    except ConfigError as err:
+        raise ExperimentError(f"--encoder-option: {err}") from None
+    for name, value in options.items():
+        if name not in encoders or not isinstance(value, dict):
+            raise ExperimentError(
+                f"--encoder-option {name}...: expected NAME.KEY=VALUE with NAME one of the encoders run {encoders}"
+            )
+    return options
 
 
 def make_jobs(args: argparse.Namespace) -> list[GymQAJob]:
     weights, rate = encoder_weights(args)
+    options = encoder_options(args, [*args.encoders, *extra_encoders(args)])
     jobs = []
     for seed in args.seeds:  # seed-major: a partial table has every encoder at seed 0 first
         for encoder in [*args.encoders, *extra_encoders(args)]:
@@ -277,8 +319,10 @@ def make_jobs(args: argparse.Namespace) -> list[GymQAJob]:
                     out_dir=str(Path(args.runs) / encoder / f"seed{seed}"),
                     seed=seed,
                     cache_root=args.cache_root,
+                    encoder_options=options.get(encoder, {}),
                     overrides=[f"data.label_rate={rate}"],
                     max_new_tokens=args.max_new_tokens,
+                    trained_form=not args.no_letter,
                     progress=not args.no_progress,
                 )
             )
@@ -330,7 +374,7 @@ def aggregate(args: argparse.Namespace, argv: list[str]) -> dict:
 
 
 def encoders_run(args: argparse.Namespace) -> list[str]:
-    """sefar, framepool, then any other encoder with a job folder under ``args.runs``."""
+    """sefar, framepool, frameseq, then any other encoder with a job folder under ``args.runs``."""
     found = sorted(p.name for p in Path(args.runs).glob("*") if p.is_dir() and p.name in ALL_ENCODERS)
     return [*ENCODERS, *(e for e in found if e not in ENCODERS)]
 

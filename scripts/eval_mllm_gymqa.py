@@ -7,10 +7,15 @@
         [--categories data/synthgym-tiny] [--circular] [--out-json R.json] [--out-md R.md]
 
 Modes:
-  generate    greedy decoding of the answer; the evaluator extracts the letter from the text
+  generate    greedy decoding of the answer; the evaluator extracts the letter from the text (report mode
+              ``text``: any free-text answer, a letter contradicted by its text is unparseable) and reads
+              it as the trained answer form (mode ``answer_form``: "C. <text>" is C, whatever the text)
   likelihood  every option scored as a continuation of the prompt ("C. <text>" after stage B, see
               --score-target): ``option_scores`` (summed NLL, lower is better) + ``option_token_counts``
   both        one record with both
+  letter      constrained decoding: the LLM's next token after the prompt, restricted to the first token of
+              each option's trained answer ("C. <text>" -> C's token), argmax; the record's text is the
+              letter alone, so it is always a valid letter (mllm.generation.choose_letter)
   classifier4 no MLLM: the SeFAR encoder's own classifier restricted to the options' element classes,
               for the questions whose options are all element names (``gym_qa.classifier_answerer``);
               --weights is the encoder checkpoint, --mllm is not used
@@ -47,13 +52,13 @@ from gym_qa.clips import clip_id_of
 from gym_qa.hierarchy import load_hierarchy
 from gym_qa.hierarchy_files import HierarchyError
 from gym_qa.lists import ListEntry, ListFileError, read_list
-from gym_qa.questions import QuestionFormatError, circular_questions, load_questions
+from gym_qa.questions import OPTION_LETTERS, QuestionFormatError, circular_questions, load_questions
 from gym_qa.scoring import Prediction, report_to_markdown, score, write_predictions
 from mllm.chat import EncoderMismatchError, VideoChat
 from mllm.encoders import ENCODERS
 from mllm.feature_cache import EncodingError, FeatureCache, StaleCacheError, build_feature_cache
-from mllm.generation import GenerationOptions
-from mllm.instruction_data import SCORE_TARGETS
+from mllm.generation import GenerationOptions, choose_letter
+from mllm.instruction_data import SCORE_TARGETS, format_answer
 from mllm.tokenizer import TokenizerLoadError
 from sefar_encoder.clip_inputs import ClipInput
 from sefar_encoder.decoding import DecodeError
@@ -61,7 +66,7 @@ from sefar_encoder.model.encoder import SeFAREncoder
 from sefar_encoder.prediction import PredictionFailure, Predictor
 from sefar_encoder.runtime.config import ConfigError, parse_overrides
 
-MODES = ("generate", "likelihood", "both", "classifier4")
+MODES = ("generate", "likelihood", "both", "letter", "classifier4")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -122,6 +127,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def predict(chat: VideoChat, features: torch.Tensor, question: Any, mode: str) -> Prediction:
     """One prediction record for ``question`` about the clip with tokens ``features`` [1, N, D_enc]."""
+    if mode == "letter":
+        letters = OPTION_LETTERS[: len(question.options)]
+        answers = [
+            format_answer(letter, text) for letter, text in zip(letters, question.options, strict=True)
+        ]
+        choice = choose_letter(chat.model, chat.builder, question.question, answers, letters, features)
+        return Prediction(question.question_id, text=choice.letter)
     text = chat.ask(features, question.question, stream=False) if mode in ("generate", "both") else None
     if mode == "generate":
         return Prediction(question.question_id, text=text)
@@ -245,7 +257,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     hierarchy = load_hierarchy(args.categories) if args.categories else None
     labels = {clip_id_of(e.raw_path): e.label for e in entries}
-    result = score(questions, predictions, hierarchy, labels if hierarchy else None)
+    # Generated answers are also read as the trained answer form ("C. <text>" -> C), beside free text.
+    answer_form = args.mode in ("generate", "both")
+    result = score(questions, predictions, hierarchy, labels if hierarchy else None, answer_form=answer_form)
     result["run"] = {
         "mllm": str(args.mllm),
         "questions_file": str(args.questions),

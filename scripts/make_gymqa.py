@@ -14,7 +14,9 @@ set_categories.txt, attributes_qtree.json, meta.json) or a saved hierarchy .json
 the hierarchy is FineGym Gym99 (the official Gym-QA's elements) with FineGym's Qtree, both packaged in
 gym_qa/data/finegym/.
 Answer types: what, event, set, attribute (yes/no, "A.yes B.no"; needs a Qtree), count (needs numeric
-class attributes such as twists/saltos in meta.json); "all" selects every type. A summary (questions per
+class attributes such as twists/saltos in meta.json), and one type per SynthGym attribute that needs time
+to see: direction (forward/backward), twists (count), shape (tucked/piked/stretched), turns (count)
+(gym_qa/attribute_questions.py; need meta.json); "all" selects every type. A summary (questions per
 type, letter balance with a χ² p-value, distractor statistics, attribute coverage) is printed as JSON.
 """
 
@@ -76,7 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--types",
         default="what",
-        help="comma-separated answer types: what,event,set,attribute,count or all (default: what)",
+        help="comma-separated answer types: what,event,set,attribute,count,direction,twists,shape,turns "
+        "or all (default: what)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (questions are deterministic in it)")
     parser.add_argument("--dataset", default="finegym", help="value of the records' 'dataset' field")

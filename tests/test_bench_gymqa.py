@@ -1,10 +1,12 @@
-"""scripts/bench_gymqa.py on the 16-clip MLLM fixture: SeFAR vs framepool, two seeds, the aggregated JSON
-against the jobs' own reports, and a second run that redoes nothing."""
+"""scripts/bench_gymqa.py on the 16-clip MLLM fixture: SeFAR vs framepool vs frameseq, two seeds, the
+aggregated JSON (per mode, letter mode included, and per answer type) against the jobs' own reports, and a
+second run that redoes nothing."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from conftest import load_script
 from mllm_run_fixtures import ENCODER_CFG, write_config
 from safetensors.torch import save_file
 
+from gym_qa.questions import load_questions
 from sefar_encoder.model.image_vit import build_image_vit
 
 pytest_plugins = ["mllm_run_fixtures", "tiny_llm_fixtures"]
@@ -29,8 +32,28 @@ def write_backbone(directory: Path) -> Path:
     return directory
 
 
+# SynthGym-style class attributes of the fixture's four classes (kind, direction, shape, saltos, twists,
+# turns), so that the test questions include the attribute types.
+ATTRIBUTES = [
+    ("salto", -1, "tucked", 1, 0, 0),
+    ("salto", 1, "piked", 1, 0, 0),
+    ("jump", 0, "split", 0, 1, 0),
+    ("circle", -1, "giant", 0, 0, 1),
+]
+
+
+def with_attributes(data: dict[str, Path], root: Path) -> dict[str, Path]:
+    """A copy of the fixture's data set with a SynthGym ``meta.json`` of class attributes."""
+    shutil.copytree(data["root"], root, ignore=shutil.ignore_patterns("features", "*encoder"))
+    keys = ("kind", "direction", "shape", "saltos", "twists", "turns")
+    classes = [{"label": i, "attributes": dict(zip(keys, a, strict=True))} for i, a in enumerate(ATTRIBUTES)]
+    (root / "meta.json").write_text(json.dumps({"classes": classes}))
+    return {**data, "root": root}
+
+
 @pytest.fixture
 def bench_args(mllm_data, tiny_llm_dir, tmp_path):
+    mllm_data = with_attributes(mllm_data, tmp_path / "data")
     config = write_config(
         tmp_path / "stages.yaml",
         mllm_data,
@@ -49,39 +72,58 @@ def bench_args(mllm_data, tiny_llm_dir, tmp_path):
     ]  # fmt: skip
 
 
+STEP_AND_KEY = {
+    "generate": ("eval", "text"),
+    "generate_form": ("eval", "answer_form"),
+    "likelihood": ("eval", "nll_sum"),
+    "letter": ("letter", "text"),
+    "classifier4": ("classifier4", "nll_sum"),
+}
+
+
+def job_report(runs: Path, encoder: str, seed: int, mode: str) -> dict:
+    step, key = STEP_AND_KEY[mode]
+    return json.loads((runs / encoder / f"seed{seed}" / step / "report.json").read_text())["modes"][key]
+
+
 def report_accuracy(runs: Path, encoder: str, seed: int, mode: str) -> float:
     """The accuracy (%) a job's own evaluator report gives for ``mode``."""
-    step, key = {"generate": ("eval", "text"), "likelihood": ("eval", "nll_sum")}.get(
-        mode, ("classifier4", "nll_sum")
-    )
-    report = json.loads((runs / encoder / f"seed{seed}" / step / "report.json").read_text())
-    return 100 * report["modes"][key]["overall"]["accuracy"]
+    return 100 * job_report(runs, encoder, seed, mode)["overall"]["accuracy"]
 
 
 def test_table_from_the_jobs_reports_and_resume(bench_args, tmp_path, capsys):
     runs = tmp_path / "runs"
-    assert bench.main([*bench_args, "--seeds", "0"]) == 0  # both encoders, seed 0
+    assert bench.main([*bench_args, "--seeds", "0"]) == 0  # the three encoders, seed 0
     watched = sorted(runs.glob("*/seed0/*/metrics.json")) + sorted(runs.glob("*/seed0/*/report.json"))
-    assert len(watched) == 2 * 2 + 2 + 1  # align + instruct and eval per job; classifier4 for sefar
+    assert len(watched) == 3 * 2 + 3 * 2 + 1  # align + instruct, eval + letter per job; classifier4 for sefar
     before = {p: p.stat().st_mtime_ns for p in watched}
 
     # seed 1 for sefar: the seed-0 jobs are found done and not run again
     assert bench.main([*bench_args, "--seeds", "0", "1", "--encoders", "sefar"]) == 0
     assert {p: p.stat().st_mtime_ns for p in watched} == before
     skipped = json.loads((runs / "sefar" / "seed0" / "result.json").read_text())["seconds"]
-    assert list(skipped) == ["features", "align", "instruct", "eval", "classifier4"]
+    assert list(skipped) == ["features", "align", "instruct", "eval", "letter", "classifier4"]
     assert all(seconds is None for seconds in skipped.values())
 
     table = json.loads((tmp_path / "bench.json").read_text())
-    modes = {"sefar": ("generate", "likelihood", "classifier4"), "framepool": ("generate", "likelihood")}
+    both = ("generate", "generate_form", "likelihood", "letter")
+    modes = {"sefar": (*both, "classifier4"), "framepool": both, "frameseq": both}
     expected = {f"{e}@{m}" for e, ms in modes.items() for m in ms}
+    questions = load_questions(runs / "questions" / "test.json")
+    types = {q.answer_type for q in questions}
+    assert {"what", "direction"} <= types  # the attribute questions of the tiny set's test clips
     assert set(table) == expected | {"machine", "command", "settings"}
     for encoder, encoder_modes in modes.items():
         seeds = [0, 1] if encoder == "sefar" else [0]
         for mode in encoder_modes:
             entry = table[f"{encoder}@{mode}"]
             assert entry["runs"] == [report_accuracy(runs, encoder, s, mode) for s in seeds]
-            assert entry["seeds"] == seeds and entry["questions"] == 4
+            expected_questions = len(questions) if mode != "classifier4" else 4  # classifier4: "what" only
+            assert entry["seeds"] == seeds and entry["questions"] == expected_questions
+            per_type = job_report(runs, encoder, seeds[0], mode)["per_answer_type"]
+            assert set(entry["per_answer_type"]) == set(per_type)  # one accuracy column per answer type
+            if len(seeds) == 1:
+                assert entry["per_answer_type"] == {t: 100 * b["accuracy"] for t, b in per_type.items()}
             assert entry["mean"] == pytest.approx(statistics.mean(entry["runs"]))
             assert entry["std"] == pytest.approx(statistics.stdev(entry["runs"]) if len(seeds) > 1 else 0.0)
     # the encoder's own classifier does not depend on the stage A/B seed
@@ -89,6 +131,11 @@ def test_table_from_the_jobs_reports_and_resume(bench_args, tmp_path, capsys):
     assert {"cpu", "threads", "torch", "date"} <= set(table["machine"])
     assert table["command"].startswith("python scripts/bench_gymqa.py") and "--seeds 0 1" in table["command"]
     assert "| sefar @ likelihood |" in capsys.readouterr().out
+    letters = [
+        json.loads(line)["text"]
+        for line in (runs / "frameseq" / "seed0" / "letter" / "predictions.jsonl").open()
+    ]
+    assert len(letters) == len(questions) and set(letters) <= set("ABCD")  # letter mode: always a letter
 
 
 def test_missing_framepool_weights_is_a_clear_error(bench_args, capsys):
@@ -112,3 +159,17 @@ def test_the_table_goes_to_the_run_folder_unless_json_out_names_a_file(tmp_path,
     assert not (tmp_path / "docs").exists()
     assert bench.main(["--aggregate-only", "--runs", "bench_runs", "--json-out", "docs/results/b.json"]) == 0
     assert (tmp_path / "docs" / "results" / "b.json").is_file()
+
+
+def test_encoder_options_reach_the_jobs(bench_args, capsys):
+    args = bench.parse_args(
+        [*bench_args, "--seeds", "0", "--encoder-option", "frameseq.grid=1", "frameseq.frame_position=none"]
+    )
+    jobs = {job.encoder: job for job in bench.make_jobs(args)}
+    assert set(jobs) == {"sefar", "framepool", "frameseq"} and jobs["frameseq"].trained_form
+    assert jobs["frameseq"].encoder_options == {"grid": 1, "frame_position": "none"}
+    assert jobs["framepool"].encoder_options == {} and jobs["framepool"].weights == jobs["frameseq"].weights
+    assert (
+        bench.main([*bench_args, "--seeds", "0", "--encoder-option", "clip.grid=2"]) == 1
+    )  # clip is not run
+    assert "one of the encoders run" in capsys.readouterr().err

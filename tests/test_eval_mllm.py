@@ -10,6 +10,7 @@ from conftest import load_script
 from mllm_run_fixtures import moved_checkpoint
 
 from gym_qa import read_predictions
+from gym_qa.answer_extraction import extract_answer_form
 from gym_qa.questions import load_questions
 
 pytest_plugins = ["mllm_run_fixtures", "tiny_llm_fixtures"]
@@ -34,7 +35,10 @@ def test_generate_and_likelihood_predictions_and_report(mllm_data, trained_mllm,
     assert list(predictions) == [q.question_id for q in questions]
     assert all(p.text is not None and p.option_scores is None for p in predictions.values())
     report = json.loads((tmp_path / "generate_report.json").read_text())
-    assert list(report["modes"]) == ["text"] and report["modes"]["text"]["overall"]["total"] == len(questions)
+    assert list(report["modes"]) == ["text", "answer_form"]  # free text, and the trained form "C. <text>"
+    assert report["modes"]["text"]["overall"]["total"] == len(questions)
+    form = [extract_answer_form(predictions[q.question_id].text, 4) == q.answer for q in questions]
+    assert report["modes"]["answer_form"]["overall"]["correct"] == sum(form)
     assert (tmp_path / "generate_report.md").read_text().startswith("# Gym-QA")
     assert report["run"]["mode"] == "generate" and report["run"]["score_target"] == "answer"
 
@@ -76,7 +80,7 @@ def test_both_modes_in_one_record(mllm_data, trained_mllm, tmp_path):
     predictions = list(read_predictions(out).values())
     assert len(predictions) == 2 and all(p.text is not None and p.option_scores for p in predictions)
     report = json.loads((tmp_path / "both_report.json").read_text())
-    assert set(report["modes"]) == {"text", "nll_sum", "nll_mean"} and report["questions"] == 2
+    assert set(report["modes"]) == {"text", "answer_form", "nll_sum", "nll_mean"} and report["questions"] == 2
 
 
 def test_llm_loads_the_base_llm_from_another_place(mllm_data, trained_mllm, tiny_llm_dir, tmp_path, capsys):
@@ -89,3 +93,19 @@ def test_llm_loads_the_base_llm_from_another_place(mllm_data, trained_mllm, tiny
     assert evaluate.main(moved_args) == 0
     here, there = read_predictions(tmp_path / "here.jsonl"), read_predictions(tmp_path / "moved.jsonl")
     assert here.keys() == there.keys() and all(here[q].option_scores == there[q].option_scores for q in here)
+
+
+def test_letter_mode_answers_a_valid_letter_and_is_scored_as_text(mllm_data, trained_mllm, tmp_path):
+    questions = load_questions(mllm_data["questions"])
+    out = tmp_path / "letter.jsonl"
+    assert evaluate.main(_args(mllm_data, trained_mllm, out, "--mode", "letter")) == 0
+    predictions = read_predictions(out)
+    assert list(predictions) == [q.question_id for q in questions]
+    for q in questions:
+        assert predictions[q.question_id].text in "ABCD"[: len(q.options)]  # the letter alone, always valid
+    report = json.loads((tmp_path / "letter_report.json").read_text())
+    assert list(report["modes"]) == ["text"] and report["run"]["mode"] == "letter"
+    text = report["modes"]["text"]
+    assert text["unparseable"] == 0
+    correct = sum(predictions[q.question_id].text == q.answer for q in questions)
+    assert text["overall"]["correct"] == correct and text["overall"]["total"] == len(questions)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from gym_qa.answer_extraction import extract_letter
+from gym_qa.answer_extraction import extract_answer_form, extract_letter
 
 OPTIONS = [
     "salto backward tucked",
@@ -105,3 +105,25 @@ def test_yes_no_questions(text: str, expected: str | None):
 def test_options_as_mapping_and_none_text():
     assert extract_letter("b", {"A": "x", "B": "y"}) == "B"
     assert extract_letter(None, OPTIONS) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("C", "C"),
+        ("C.", "C"),
+        (" C. salto backward tucked ", "C"),
+        ("C. the text of another option", "C"),  # the letter commits; the text is not checked
+        ("B.\nsalto", "B"),
+        ("c. salto", None),  # the trained form is upper case
+        ("C salto", None),  # no dot: not the form
+        ("C.salto", None),  # the form has a space after the dot
+        ("(C) salto", None),
+        ("The answer is C.", None),
+        ("E. salto", None),  # out of range for four options
+        ("", None),
+        (None, None),
+    ],
+)
+def test_answer_form(text, expected):
+    assert extract_answer_form(text, 4) == expected

@@ -63,6 +63,21 @@ def test_text_mode_unparseable_and_missing_count_wrong():
     assert "## Mode `text`" in report_to_markdown(report)
 
 
+def test_answer_form_reads_the_trained_form_beside_free_text():
+    predictions = [
+        {"question_id": "0000000", "text": "C. a"},  # C, stating A's text: free text says contradiction
+        {"question_id": "0000001", "text": "A. e"},  # the trained form, consistent: both read A
+        {"question_id": "0000002", "text": "The answer is B."},  # not the form: only free text reads it
+        {"question_id": "0000003", "text": "E. l"},  # letter out of range: only free text (D's text) reads it
+    ]
+    assert "answer_form" not in score(QUESTIONS, predictions)["modes"]  # only when asked for
+    modes = score(QUESTIONS, predictions, answer_form=True)["modes"]
+    assert list(modes) == ["text", "answer_form"]
+    assert modes["text"]["overall"]["correct"] == 3 and modes["text"]["unparseable"] == 1
+    assert modes["answer_form"]["overall"]["correct"] == 2  # C and A
+    assert [i["question_id"] for i in modes["answer_form"]["unparseable_items"]] == ["0000002", "0000003"]
+
+
 def test_option_scores_sum_mean_and_ties():
     predictions = [
         # Summed NLL prefers the short option A; per-token mean prefers C.

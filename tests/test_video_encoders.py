@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import timm
 import torch
 from video_encoder_fixtures import CASES, EVA_KWARGS, SEFAR_CFG, SIZE, VIT_KWARGS, perturb, save_state
 
-from mllm.encoders import ENCODERS, VideoEncoder, build_video_encoder
+from mllm.encoders import ENCODERS, VideoEncoder, build_video_encoder, sinusoidal_frame_position
 from mllm.encoders.eva import block_output_by_hook
 from sefar_encoder.model import SeFAREncoder, build_image_vit
 from sefar_encoder.sampling import assign_segments
@@ -237,3 +238,65 @@ def test_missing_open_clip_names_the_extra(checkpoints, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_open_clip)
     with pytest.raises(ImportError, match=r"pip install sefar-toolkit\[clip\]"):
         build_video_encoder("eva", "laion400m_s11b_b41k", backend="open_clip")
+
+
+# ---- the frame sequence layout (frameseq; clip / eva with frame_position) -------------------------------
+
+
+def test_sinusoidal_frame_position_by_hand():
+    code = sinusoidal_frame_position(3, 4)  # frequencies 1 and 10000^(-1/2) = 0.01
+    expected = torch.tensor(
+        [
+            [0.0, 1.0, 0.0, 1.0],
+            [math.sin(1.0), math.cos(1.0), math.sin(0.01), math.cos(0.01)],
+            [math.sin(2.0), math.cos(2.0), math.sin(0.02), math.cos(0.02)],
+        ]
+    )
+    torch.testing.assert_close(code, expected)
+    assert sinusoidal_frame_position(2, 3).shape == (2, 3)  # odd width: the last column is a sine
+    with pytest.raises(ValueError):
+        sinusoidal_frame_position(0, 4)
+
+
+def test_frameseq_keeps_frame_order_and_framepool_does_not(checkpoints):
+    video = torch.randn(2, 3, 4, SIZE, SIZE)
+    order = torch.tensor([2, 0, 3, 1])
+    pool = build_video_encoder("framepool", checkpoints["framepool"], num_frames=4, spatial_grid=2)
+    torch.testing.assert_close(pool.encode(video[:, :, order]), pool.encode(video), atol=1e-6, rtol=0)
+    for options in ({}, {"frame_position": "none"}):
+        seq = build_video_encoder("frameseq", checkpoints["frameseq"], num_frames=4, **options)
+        tokens = seq.encode(video).view(2, 4, 4, -1)  # [B, S, g*g, D]
+        permuted = seq.encode(video[:, :, order]).view(2, 4, 4, -1)
+        assert not torch.allclose(permuted, tokens, atol=1e-3)  # the order is in the tokens
+        code = sinusoidal_frame_position(4, seq.dim)[:, None] if options == {} else 0
+        # frame k's tokens are the backbone's tokens of the frame at position k, plus k's code
+        torch.testing.assert_close(permuted - code, (tokens - code)[:, order], atol=1e-5, rtol=0)
+
+
+def test_frameseq_tokens_are_the_backbones_pooled_patches(checkpoints):
+    from safetensors.torch import load_file
+
+    vit = build_image_vit(SEFAR_CFG)
+    vit.load_state_dict(load_file(str(checkpoints["framepool"] / "model.safetensors")))
+    encoder = build_video_encoder("frameseq", checkpoints["frameseq"], num_frames=2, grid=1)
+    video = torch.randn(1, 3, 2, SIZE, SIZE)
+    with torch.no_grad():
+        patches = vit.eval().forward_features(video[0].transpose(0, 1))[:, vit.num_prefix_tokens :]
+    expected = patches.mean(dim=1) + sinusoidal_frame_position(2, encoder.dim)  # [S, D]
+    torch.testing.assert_close(encoder.encode(video)[0], expected)
+
+
+@pytest.mark.parametrize("name", ["clip", "eva"])
+def test_clip_and_eva_give_the_frame_sequence_layout(checkpoints, name):
+    options, _, _, size = CASES[f"{name}_frameseq"]
+    plain_options = {k: v for k, v in options.items() if k != "frame_position"}
+    with_code = build_video_encoder(name, checkpoints[name], **options)
+    plain = build_video_encoder(name, checkpoints[name], **plain_options)
+    assert "frame_position" not in plain.options  # descriptions (and caches) of older encoders unchanged
+    assert with_code.options["frame_position"] == "sinusoidal"
+    assert with_code.fingerprint() != plain.fingerprint()
+    video = torch.randn(1, 3, 4, size, size)
+    code = sinusoidal_frame_position(4, plain.dim).repeat_interleave(4, dim=0)  # [S*g*g, D], frame-major
+    torch.testing.assert_close(with_code.encode(video)[0], plain.encode(video)[0] + code)
+    with pytest.raises(ValueError, match="frame_position"):
+        build_video_encoder(name, checkpoints[name], **{**options, "frame_position": "learned"})

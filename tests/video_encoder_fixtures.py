@@ -36,6 +36,15 @@ CASES = {
     "eva_grid": ({"num_frames": 4, "grid": 2, "model_kwargs": EVA_KWARGS}, 16, 32, 28),
     "framepool": ({"num_frames": 4}, 1, 32, SIZE),
     "framepool_spatial": ({"num_frames": 4, "spatial_grid": 2}, 5, 32, SIZE),
+    "frameseq": ({"num_frames": 4}, 16, 32, SIZE),  # default grid 2, sinusoidal frame code
+    "frameseq_plain": ({"num_frames": 4, "grid": 1, "frame_position": "none"}, 4, 32, SIZE),
+    "clip_frameseq": ({"num_frames": 4, "grid": 2, "frame_position": "sinusoidal"}, 16, 32, SIZE),
+    "eva_frameseq": (
+        {"num_frames": 4, "grid": 2, "frame_position": "sinusoidal", "model_kwargs": EVA_KWARGS},
+        16,
+        32,
+        28,
+    ),
 }
 
 
@@ -88,6 +97,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "sefar": root / "sefar",
         "framepool": backbone,
+        "frameseq": backbone,  # the same frame backbone, kept in time order
         "eva": root / "eva.safetensors",
         "vit": root / "vit.pth",
         "clip": root / "clip",

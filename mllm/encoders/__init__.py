@@ -13,6 +13,13 @@ Shape notation: B batch, C = 3 channels, S frames, H/W pixels, N tokens per clip
 | ``clip``      | transformers ``CLIPVisionModel``, penultimate layer per frame | ``S*g*g``                       |
 | ``eva``       | EVA-CLIP-g/14 (timm, or open_clip extra), penultimate block   | ``S*g*g``                       |
 | ``framepool`` | image ViT per frame, mean over time (order-blind baseline)  | ``1`` (+ ``g*g`` spatial)          |
+| ``frameseq``  | image ViT per frame, frames in time order + frame-index code  | ``S*g*g``                       |
+
+``clip``, ``eva`` and ``frameseq`` share one token layout, the frame sequence (frame-major, time order,
+``frame_position="sinusoidal"`` adds a fixed code of the frame index; :class:`FrameEncoder`): the
+order-aware image-encoder baseline of Video-LLaVA / Video-ChatGPT is ``frameseq`` on the SynthGym
+frame backbone, ``clip`` / ``eva`` with ``options: {grid: 2, frame_position: sinusoidal}`` on CLIP /
+EVA-CLIP weights (``features.encoder`` and ``features.options`` of an MLLM stage config).
 
 Every builder takes ``path_or_id`` (local checkpoint or hub id) and keyword options (see each builder);
 the encoder comes back frozen, in eval mode, on the CPU (move it with ``.to(device)``). Each encoder
@@ -37,10 +44,18 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .base import FrameEncoder, Preprocess, VideoEncoder, pool_patch_grid
+from .base import (
+    FRAME_POSITIONS,
+    FrameEncoder,
+    Preprocess,
+    VideoEncoder,
+    pool_patch_grid,
+    sinusoidal_frame_position,
+)
 from .clip import CLIPVideoEncoder, build_clip
 from .eva import EVAVideoEncoder, build_eva
 from .framepool import FramePoolEncoder, build_framepool
+from .frameseq import FrameSeqEncoder, build_frameseq
 from .sefar import SeFARVideoEncoder, build_sefar
 
 ENCODERS: dict[str, Callable[..., VideoEncoder]] = {
@@ -48,6 +63,7 @@ ENCODERS: dict[str, Callable[..., VideoEncoder]] = {
     "clip": build_clip,
     "eva": build_eva,
     "framepool": build_framepool,
+    "frameseq": build_frameseq,
 }
 
 # Builder arguments that a description records under "preprocess" (the input), not under "options".
@@ -98,14 +114,17 @@ def build_video_encoder(name: str, path_or_id: str | os.PathLike, **options: Any
 
 __all__ = [
     "ENCODERS",
+    "FRAME_POSITIONS",
     "CLIPVideoEncoder",
     "EVAVideoEncoder",
     "FrameEncoder",
     "FramePoolEncoder",
+    "FrameSeqEncoder",
     "Preprocess",
     "SeFARVideoEncoder",
     "VideoEncoder",
     "build_video_encoder",
     "builder_options",
     "pool_patch_grid",
+    "sinusoidal_frame_position",
 ]

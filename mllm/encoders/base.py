@@ -3,6 +3,11 @@
 Shape notation: B batch, C = 3 channels, S frames, H/W pixels, F = B*S frames as one image batch,
 gh/gw patch grid of a frame, g pooled grid side, N tokens per clip, D token width.
 
+Frame encoders (:class:`FrameEncoder`: ``clip``, ``eva``, ``frameseq``) share one token layout, the
+*frame sequence*: ``[B, S*g*g, D]``, frame-major, frames in time order; with ``frame_position
+"sinusoidal"`` each frame's tokens also carry a fixed sinusoidal code of the frame index
+(:func:`sinusoidal_frame_position`), so a frame's tokens say which frame they belong to.
+
     video [B, C, S, H, W] float, normalised with ``encoder.preprocess.mean/std``
         ──encode──► tokens [B, N, D]          (N = encoder.num_tokens, D = encoder.dim)
 
@@ -173,20 +178,65 @@ def pool_patch_grid(patches: torch.Tensor, grid: int) -> torch.Tensor:
     return pooled.flatten(2).transpose(1, 2)  # [F, g*g, D], row-major over the grid
 
 
+FRAME_POSITIONS: tuple[str, ...] = ("none", "sinusoidal")
+
+
+def sinusoidal_frame_position(num_frames: int, dim: int) -> torch.Tensor:
+    """``[S, D]`` fixed code of each frame index s (the Transformer's sinusoid over the frame index):
+    ``[s, 2i] = sin(s / 10000^(2i/D))``, ``[s, 2i+1] = cos(s / 10000^(2i/D))``; values in [-1, 1].
+
+    Frame 0 gets ``(0, 1, 0, 1, ...)``, so every frame, the first included, is marked.
+    """
+    if num_frames < 1 or dim < 1:
+        raise ValueError(f"need num_frames >= 1 and dim >= 1, got {num_frames}, {dim}")
+    position = torch.arange(num_frames, dtype=torch.float64)[:, None]  # [S, 1]
+    frequency = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # [ceil(D/2)]
+    angle = position * frequency  # [S, ceil(D/2)]
+    code = torch.zeros(num_frames, dim, dtype=torch.float64)
+    code[:, 0::2] = torch.sin(angle)
+    code[:, 1::2] = torch.cos(angle[:, : dim // 2])
+    return code.float()
+
+
 class FrameEncoder(VideoEncoder):
     """An image encoder applied to every frame; its patch grid pooled to ``grid x grid`` tokens per frame.
 
-    ``tokens [B, S*g*g, D]``, frame-major (frame 0's g*g tokens first), frames in time order.
+    ``tokens [B, S*g*g, D]``, frame-major (frame 0's g*g tokens first), frames in time order (the
+    frame sequence layout). ``frame_position="sinusoidal"`` adds :func:`sinusoidal_frame_position` to
+    each frame's tokens. Why a fixed code rather than a learned one: the encoder is frozen and its
+    tokens are cached, so a code added here is part of the cached features and needs no training; a
+    learned frame embedding would have to live in the projector. The LLM's own positions already order
+    the tokens; the code tells it which tokens belong to the same frame (g*g > 1) and which frame that is.
     Subclasses implement :meth:`frame_patches`.
     """
 
-    def __init__(self, preprocess: Preprocess, dim: int, grid: int, options: dict[str, Any]):
+    def __init__(
+        self,
+        preprocess: Preprocess,
+        dim: int,
+        grid: int,
+        options: dict[str, Any],
+        frame_position: str = "none",
+    ):
         if len(preprocess.views) != 1:
             raise ValueError(
                 f"a frame encoder takes its frames in time order (one view), got {preprocess.views}"
             )
+        if frame_position not in FRAME_POSITIONS:
+            raise ValueError(f"frame_position must be one of {FRAME_POSITIONS}, got {frame_position!r}")
+        if frame_position != "none":
+            # Recorded only when set: the descriptions (and so the feature-cache fingerprints) of encoders
+            # built before the option existed stay the same.
+            options = {**options, "frame_position": frame_position}
         super().__init__(preprocess, dim, preprocess.num_frames * grid * grid, options)
         self.grid = grid
+        self.frame_position = frame_position
+        code = (
+            sinusoidal_frame_position(preprocess.num_frames, dim) if frame_position == "sinusoidal" else None
+        )
+        # Not persistent: a function of (S, D), not weights; it must not enter state_dict or the fingerprint
+        # twice (the option already does).
+        self.register_buffer("frame_code", code, persistent=False)
 
     def frame_patches(self, frames: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """``frames [F, C, H, W]`` -> patch features ``[F, D, gh, gw]`` (class/prefix tokens dropped)."""
@@ -196,7 +246,10 @@ class FrameEncoder(VideoEncoder):
         b, c, s, h, w = video.shape
         frames = video.transpose(1, 2).reshape(b * s, c, h, w)  # [F, C, H, W], frame-major per clip
         tokens = pool_patch_grid(self.frame_patches(frames), self.grid)  # [F, g*g, D]
-        return tokens.reshape(b, s * tokens.shape[1], tokens.shape[2])  # [B, S*g*g, D]
+        tokens = tokens.reshape(b, s, tokens.shape[1], tokens.shape[2])  # [B, S, g*g, D]
+        if self.frame_code is not None:
+            tokens = tokens + self.frame_code[:, None, :].to(tokens.dtype)  # [S, 1, D] broadcast
+        return tokens.reshape(b, -1, tokens.shape[3])  # [B, S*g*g, D]
 
 
 def check_layer(layer: int, depth: int) -> int:

@@ -4,7 +4,7 @@ of the penultimate layer, CLS dropped, patch tokens pooled spatially per frame.
 Shape notation: B batch, S frames, F = B*S, N patches per frame (gh x gw), g pooled grid side, D width.
 
     video [B, 3, S, H, W] ──per frame──► hidden_states[layer] [F, 1+N, D] ──drop CLS, pool g x g──►
-        tokens [B, S*g*g, D]
+        tokens [B, S*g*g, D]   (+ sinusoidal frame code with frame_position="sinusoidal")
 
 Weights: a local directory written by ``save_pretrained`` (a full ``CLIPModel`` checkpoint such as
 ``openai/clip-vit-large-patch14`` works too: only its vision tower is read) or a hub id.
@@ -32,13 +32,21 @@ class CLIPVideoEncoder(FrameEncoder):
 
     name = "clip"
 
-    def __init__(self, model: CLIPVisionModel, preprocess: Preprocess, layer: int = -2, grid: int = 1):
+    def __init__(
+        self,
+        model: CLIPVisionModel,
+        preprocess: Preprocess,
+        layer: int = -2,
+        grid: int = 1,
+        frame_position: str = "none",
+    ):
         config = model.config
         check_layer(layer, config.num_hidden_layers)
         side = config.image_size // config.patch_size
         if grid > side:
             raise ValueError(f"grid {grid} is larger than the {side}x{side} patch grid")
-        super().__init__(preprocess, config.hidden_size, grid, {"layer": layer, "grid": grid})
+        options = {"layer": layer, "grid": grid}
+        super().__init__(preprocess, config.hidden_size, grid, options, frame_position=frame_position)
         self.model = model
         self.layer = layer
         self.side = side
@@ -51,10 +59,15 @@ class CLIPVideoEncoder(FrameEncoder):
 
 
 def build_clip(
-    path_or_id: str | os.PathLike, num_frames: int = 8, layer: int = -2, grid: int = 1
+    path_or_id: str | os.PathLike,
+    num_frames: int = 8,
+    layer: int = -2,
+    grid: int = 1,
+    frame_position: str = "none",
 ) -> CLIPVideoEncoder:
     """``num_frames`` frames per clip (segment centres), hidden states of ``layer`` (-2 = penultimate),
-    each frame pooled to ``grid x grid`` tokens (1 = mean over patches)."""
+    each frame pooled to ``grid x grid`` tokens (1 = mean over patches); ``frame_position="sinusoidal"``
+    adds the frame-index code of the frame sequence layout (mllm.encoders.base)."""
     from transformers import CLIPVisionModel
 
     source = str(path_or_id)
@@ -74,7 +87,7 @@ def build_clip(
         mean=tuple(processor.get("image_mean", OPENAI_CLIP_MEAN)),
         std=tuple(processor.get("image_std", OPENAI_CLIP_STD)),
     )
-    return CLIPVideoEncoder(model, preprocess, layer=layer, grid=grid)
+    return CLIPVideoEncoder(model, preprocess, layer=layer, grid=grid, frame_position=frame_position)
 
 
 def _preprocessor_config(source: str) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 Shape notation: B batch, S frames, F = B*S, gh x gw patch grid, g pooled grid side, D width.
 
     video [B, 3, S, H, W] ──per frame──► block[depth + layer] output [F, D, gh, gw] ──pool g x g──►
-        tokens [B, S*g*g, D]
+        tokens [B, S*g*g, D]   (+ sinusoidal frame code with frame_position="sinusoidal")
 
 Backends:
 
@@ -65,14 +65,20 @@ class EVAVideoEncoder(FrameEncoder):
     name = "eva"
 
     def __init__(
-        self, trunk: nn.Module, preprocess: Preprocess, layer: int = -2, grid: int = 1, **options: Any
+        self,
+        trunk: nn.Module,
+        preprocess: Preprocess,
+        layer: int = -2,
+        grid: int = 1,
+        frame_position: str = "none",
+        **options: Any,
     ):
         block = check_layer(layer, len(trunk.blocks))
         gh, gw = trunk.patch_embed.grid_size
         if grid > min(gh, gw):
             raise ValueError(f"grid {grid} is larger than the {gh}x{gw} patch grid")
         options = {"architecture": timm_architecture(trunk), **options, "layer": layer, "grid": grid}
-        super().__init__(preprocess, trunk.embed_dim, grid, options)
+        super().__init__(preprocess, trunk.embed_dim, grid, options, frame_position=frame_position)
         self.trunk = trunk
         self.block = block
 
@@ -113,11 +119,13 @@ def build_eva(
     layer: int = -2,
     grid: int = 1,
     architecture: str | None = None,
+    frame_position: str = "none",
 ) -> EVAVideoEncoder:
     """EVA-CLIP video encoder: ``num_frames`` frames, block ``layer`` (-2 = penultimate), ``grid x grid``
-    tokens per frame (1 = mean over patches). ``model_name`` defaults to ``architecture`` (timm backend),
-    else the backend's EVA-CLIP-g/14. ``architecture``: timm's name of the trunk, as the encoder's
-    description records it; when given, the trunk must be of it."""
+    tokens per frame (1 = mean over patches); ``frame_position="sinusoidal"`` adds the frame-index code
+    of the frame sequence layout (mllm.encoders.base). ``model_name`` defaults to ``architecture`` (timm
+    backend), else the backend's EVA-CLIP-g/14. ``architecture``: timm's name of the trunk, as the
+    encoder's description records it; when given, the trunk must be of it."""
     default = architecture if backend == "timm" else None
     model_name = model_name or default or DEFAULT_MODEL.get(backend, "")
     if backend == "timm":
@@ -135,7 +143,9 @@ def build_eva(
     else:
         raise ValueError(f"unknown EVA backend {backend!r}; choose 'timm' or 'open_clip'")
     check_architecture(trunk, architecture, path_or_id)
-    return EVAVideoEncoder(trunk.eval(), preprocess, layer=layer, grid=grid, **options)
+    return EVAVideoEncoder(
+        trunk.eval(), preprocess, layer=layer, grid=grid, frame_position=frame_position, **options
+    )
 
 
 def _timm_trunk(

@@ -105,6 +105,23 @@ def build_framepool(
     is). ``architecture`` / ``backbone`` are what the encoder's description records about its weights
     (timm's architecture name; a backbone directory's ViT layout): when given, the weights must match.
     """
+    vit, preprocess, options = load_image_vit(
+        path_or_id, num_frames, model_name, model_kwargs, architecture, backbone
+    )
+    return FramePoolEncoder(vit.eval(), preprocess, spatial_grid=spatial_grid, **options)
+
+
+def load_image_vit(
+    path_or_id: str | os.PathLike,
+    num_frames: int,
+    model_name: str | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    architecture: str | None = None,
+    backbone: dict[str, Any] | None = None,
+) -> tuple[nn.Module, Preprocess, dict[str, Any]]:
+    """The image ViT of ``path_or_id`` (the three weight sources of the module docstring), its input for
+    ``num_frames`` frames, and the options its encoder records (``backbone`` / ``model_kwargs``); shared
+    by ``framepool`` and ``frameseq``, which read the same weights."""
     path = Path(path_or_id)
     model_kwargs = dict(model_kwargs or {})
     if path.is_dir():
@@ -141,7 +158,7 @@ def build_framepool(
             check_architecture(vit, architecture, str(path_or_id))
         preprocess = timm_preprocess(vit, num_frames, path if path.is_file() else None)
         options = {"model_kwargs": model_kwargs}
-    return FramePoolEncoder(vit.eval(), preprocess, spatial_grid=spatial_grid, **options)
+    return vit.eval(), preprocess, options
 
 
 def load_frame_backbone(directory: Path) -> tuple[nn.Module, ModelConfig]:
