@@ -2,6 +2,7 @@
 
     python scripts/make_synthgym.py --out data/synthgym-tiny --preset tiny
     python scripts/make_synthgym.py --out data/synthgym-bench --preset bench --seed 0 --workers 2
+    python scripts/make_synthgym.py --out data/synthgym-routines-tiny --routines tiny   # detection routines
 
 See docs/synthgym.md for the data set layout, the world model and the augmentation rules.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from gym_qa.synthgym.dataset import PRESETS, generate_dataset
 from gym_qa.synthgym.nuisance import STYLES
 from gym_qa.synthgym.render import CAMERAS
+from gym_qa.synthgym.routines import ROUTINE_PRESETS, generate_routines
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,6 +71,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar=("W", "H"),
         help="frame size in pixels (even numbers, H.264 4:2:0)",
     )
+    ap.add_argument(
+        "--routines",
+        choices=sorted(ROUTINE_PRESETS),
+        default=None,
+        help="write untrimmed routines for temporal element detection instead (docs/detection.md): "
+        + "; ".join(
+            f"{p.name}: {p.train}/{p.val}/{p.test} train/val/test routines of {p.elements[0]}-{p.elements[1]} "
+            f"elements, {p.seconds[0]:g}-{p.seconds[1]:g} s, the {p.classes} preset's classes"
+            for p in ROUTINE_PRESETS.values()
+        )
+        + ". --preset, --camera and --style do not apply",
+    )
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     if any(v <= 0 or v % 2 for v in args.size):
@@ -82,6 +96,20 @@ def main(argv: list[str] | None = None) -> int:
     """Generate the data set; print a one-line JSON summary (the full one is ``<out>/meta.json``)."""
     args = parse_args(argv)
     start = time.time()
+    if args.routines:
+        meta = generate_routines(
+            args.out,
+            preset=args.routines,
+            seed=args.seed,
+            difficulty=args.difficulty,
+            workers=args.workers,
+            width=args.size[0],
+            height=args.size[1],
+            progress=not args.quiet,
+        )
+        summary = {k: v for k, v in meta.items() if k != "classes"}  # the class table is in meta.json
+        print(json.dumps({"out": str(args.out), **summary, "wall_seconds": round(time.time() - start, 1)}))
+        return 0
     meta = generate_dataset(
         args.out,
         preset=args.preset,

@@ -17,6 +17,7 @@ from gym_qa.clips import clip_id_of
 from gym_qa.hierarchy import Hierarchy
 from gym_qa.lists import read_list
 from mllm.training_config import MLLMTrainConfig
+from sefar_encoder.detection.training_config import DetectorTrainConfig
 from sefar_encoder.frame_pretraining import PretrainConfig
 from sefar_encoder.methods import method_views, resolve_method
 from sefar_encoder.runtime.config import load_config
@@ -41,6 +42,8 @@ def schema_of(path: Path) -> type | None:
         return PretrainConfig
     if group == "mllm":
         return MLLMTrainConfig
+    if group == "detection":
+        return DetectorTrainConfig
     if group == "accelerate":
         return None  # accelerate's own format
     raise AssertionError(f"{path}: no schema known for configs/{group}/ (add it to this test)")

@@ -8,7 +8,9 @@ parameters per frame, no pixels) → ``athlete`` (forward kinematics, body parts
 ``render`` (numpy drawing) → ``writer`` (H.264 via PyAV) → ``splits`` / ``metadata`` /
 ``contact_sheet`` → ``dataset`` (presets, plan, parallel generation). ``scripts/make_synthgym.py`` is
 the command line; docs/synthgym.md the guide. Generation lives in :mod:`gym_qa.synthgym.dataset`
-(imported lazily here, it needs PyAV).
+(imported lazily here, it needs PyAV). Untrimmed routines of several elements, for temporal element
+detection, are ``routine_tracks`` (the chained pose track) → ``routines`` (presets, plan, files;
+``make_synthgym.py --routines``, docs/detection.md).
 """
 
 from gym_qa.synthgym.elements import (

@@ -41,6 +41,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from sefar_encoder.detection.features import WindowEncoder
 from sefar_encoder.model.encoder import ModelConfig
 from sefar_encoder.model.image_vit import build_image_vit, image_vit_kwargs
 
@@ -178,3 +179,12 @@ def load_frame_backbone(directory: Path) -> tuple[nn.Module, ModelConfig]:
     vit = build_image_vit(architecture, num_classes=0)
     vit.load_state_dict(load_file(str(weights)), strict=True)  # the pretraining script's exact layout
     return vit, architecture
+
+
+def framepool_window_encoder(path_or_id: str | os.PathLike, num_frames: int = 8) -> WindowEncoder:
+    """The frame-pool baseline as the element detector's window encoder (``sefar_encoder.detection``): the
+    backbone's pooled feature of ``num_frames`` frames of a window, averaged over time ``[b, D]``."""
+    pool = build_framepool(path_or_id, num_frames=num_frames)
+    pool.requires_grad_(False).eval()
+    pre = pool.preprocess
+    return WindowEncoder(lambda video: pool.encode(video)[:, 0], pre.views, pre.image_size, pre.mean, pre.std)
