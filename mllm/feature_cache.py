@@ -23,7 +23,8 @@ path, size and mtime: an edited clip is encoded again (its old tensor stays, unr
 shard), an unchanged one is not touched. Clips that cannot be decoded follow the data path's
 ``on_bad_sample`` policy: ``error`` raises (after saving what was done), ``skip`` records them under
 ``skipped`` in the index; the same goes for a clip whose features come out non-finite. A build also
-removes the temporary files a killed build left behind.
+removes the temporary files a killed build left behind. Under ``accelerate launch``/``torchrun`` every
+process encodes a share and rank 0 merges them into the same files (:mod:`mllm.feature_cache_ranks`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -49,6 +51,7 @@ from tqdm import tqdm
 from gym_qa.atomic_files import atomic_replace, write_text_atomic
 from gym_qa.clips import clip_id_of
 from gym_qa.lists import ListEntry, ListFileError, read_list
+from mllm import feature_cache_ranks
 from mllm.encoders.base import VideoEncoder
 from sefar_encoder.collate import collate_clips
 from sefar_encoder.dataset import BadSamplePolicy, SkippedSample
@@ -248,22 +251,68 @@ def build_feature_cache(
     shard_size: int = 1000,
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> BuildReport:
     """Encode every clip of ``lists`` not yet cached (or changed since) into ``root``'s folder for
     ``encoder``; returns a :class:`BuildReport` (open the result with :meth:`FeatureCache.for_encoder`
-    or ``FeatureCache(report.directory)``)."""
+    or ``FeatureCache(report.directory)``).
+
+    With ``world_size`` > 1 every process of an initialised ``torch.distributed`` group calls this with
+    its ``rank`` and the same arguments: the clips are encoded on all ranks and merged by rank 0 into the
+    cache one process would have written, bit for bit (:mod:`mllm.feature_cache_ranks`); every rank gets
+    rank 0's report, or the same error.
+    """
     if shard_size < 1:
         raise ValueError(f"shard_size must be positive, got {shard_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
     if isinstance(lists, (str, os.PathLike)):
         lists = [lists]
     start = time.perf_counter()
     fingerprint = encoder.fingerprint()
+    if rank > 0:
+        return feature_cache_ranks.follow(encoder, fingerprint, rank, world_size)
     directory = cache_directory(root, fingerprint)
     directory.mkdir(parents=True, exist_ok=True)
     report = BuildReport(directory, fingerprint)
+    leader = None
+    if world_size > 1:
+        leader = feature_cache_ranks.Leader(encoder, directory, fingerprint, world_size)
+    try:
+        settings = (batch_size, num_workers, backend, on_bad_sample, shard_size, dtype, progress)
+        _build_locked(encoder, lists, directory, fingerprint, report, leader, *settings)
+    except BaseException as err:
+        if leader is not None:
+            leader.abort(err)
+        raise
+    report.seconds = time.perf_counter() - start
+    if leader is not None:
+        leader.finish(report)
+    return report
+
+
+def _build_locked(
+    encoder: VideoEncoder,
+    lists: Sequence[str | os.PathLike],
+    directory: Path,
+    fingerprint: str,
+    report: BuildReport,
+    leader: feature_cache_ranks.Leader | None,
+    batch_size: int,
+    num_workers: int,
+    backend: Backend,
+    on_bad_sample: BadSamplePolicy,
+    shard_size: int,
+    dtype: torch.dtype,
+    progress: bool,
+) -> None:
+    """The body of :func:`build_feature_cache` (rank 0's, on several processes), under the folder lock."""
     with _locked(directory):
         for stray in directory.glob("*.tmp"):  # a killed writer's half file (we hold the lock)
             stray.unlink()
+        # A killed multi-process build's staging files (whatever this build's process count).
+        shutil.rmtree(directory / feature_cache_ranks.STAGING, ignore_errors=True)
         index_file = directory / INDEX_NAME
         index = json.loads(index_file.read_text()) if index_file.is_file() else None
         index = index or _new_index(encoder, fingerprint, dtype, shard_size)
@@ -274,20 +323,20 @@ def build_feature_cache(
                 "or another cache root"
             )
         # Every list is encoded with the same settings; only the clips differ.
-        encode = partial(
-            encode_entries,
-            encoder,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            backend=backend,
-            on_bad_sample=on_bad_sample,
-            progress=progress,
+        settings = {
+            "batch_size": batch_size,
+            "num_workers": num_workers,
+            "backend": backend,
+            "on_bad_sample": on_bad_sample,
+        }
+        encode: Callable[..., Iterator[EncodedBatch]] = partial(
+            encode_entries, encoder, **settings, progress=progress
         )
+        if leader is not None:
+            encode = partial(leader.encode, settings=settings, chunk_size=shard_size, progress=progress)
         writer = _ShardWriter(directory, index, shard_size, dtype)
         for list_file in map(Path, lists):
             _cache_list(list_file, index, encode, writer, report, on_bad_sample)
-    report.seconds = time.perf_counter() - start
-    return report
 
 
 def _cache_list(

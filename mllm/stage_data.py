@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list
 
 from gym_qa.clips import clip_id_of
 from gym_qa.hierarchy import Hierarchy
@@ -26,30 +25,30 @@ from sefar_encoder.runtime.config import ConfigError
 
 
 def build_features(cfg: MLLMTrainConfig, acc: Accelerator, lists: list[Path]) -> FeatureCache:
-    """The encoder's feature cache, brought up to date for ``lists`` by the main process."""
+    """The encoder's feature cache, brought up to date for ``lists``: every process encodes a share of the
+    clips, the main process merges them (``mllm/feature_cache_ranks.py``)."""
     f = cfg.features
-    directory = None
+    try:
+        encoder = build_video_encoder(f.encoder, f.weights, **f.options).to(acc.device)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"features: {err}") from None
+    report = build_feature_cache(
+        encoder,
+        lists,
+        f.cache_root,
+        batch_size=f.batch_size,
+        num_workers=f.num_workers,
+        on_bad_sample=f.on_bad_sample,
+        progress=cfg.progress and acc.is_main_process,
+        rank=acc.process_index,
+        world_size=acc.num_processes,
+    )
     if acc.is_main_process:
-        try:
-            encoder = build_video_encoder(f.encoder, f.weights, **f.options).to(acc.device)
-        except (ValueError, TypeError) as err:
-            raise ConfigError(f"features: {err}") from None
-        report = build_feature_cache(
-            encoder,
-            lists,
-            f.cache_root,
-            batch_size=f.batch_size,
-            num_workers=f.num_workers,
-            on_bad_sample=f.on_bad_sample,
-            progress=cfg.progress,
-        )
         print(
             f"feature cache {report.directory}: {report.encoded} encoded, {report.reused} reused, "
             f"{len(report.skipped)} skipped"
         )
-        directory = str(report.directory)
-    directory = broadcast_object_list([directory])[0]
-    return FeatureCache(directory)
+    return FeatureCache(report.directory)
 
 
 class OnTheFlyFeatures:

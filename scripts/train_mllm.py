@@ -59,7 +59,7 @@ from gym_qa.hierarchy_files import HierarchyError
 from gym_qa.lists import ListFileError
 from gym_qa.question_generator import GeneratorError
 from gym_qa.questions import QuestionFormatError, write_questions
-from mllm import sharding
+from mllm import feature_cache_ranks, sharding
 from mllm.feature_cache import EncodingError, FeatureCache, StaleCacheError
 from mllm.instruction_data import (
     ANSWER_FORMAT,
@@ -106,6 +106,7 @@ BAD_INPUT_ERRORS = (
     DecodeError,
     EncodingError,
     CheckpointMismatchError,
+    feature_cache_ranks.RankError,  # another rank stopped the feature cache build: rank 0 says why
     OSError,
 )
 

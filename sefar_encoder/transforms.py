@@ -4,9 +4,10 @@
 Input: the frames of ONE decode, ``[S, H, W, 3]`` uint8 in the sampler's flat order (view0's frames,
 then view1's, ...). Output: ``[C, S, h, w]`` float, normalised (eval: ``[n_test, C, S, h, w]``)::
 
-    frames [S,H,W,3] uint8 ──► time order (numpy gather: reversal / warping, strong only)
-        ──► per view: crop box in source pixels ──► resize crop to h×w (uint8, antialiased) ──► h-flip
-        ──► one float conversion + normalisation into [C,S,h,w] ──► channel dropout (strong only)
+    frames [S,H,W,3] uint8 ──► per view: crop box in source pixels ──► resize crop to h×w (uint8,
+        antialiased) ──► h-flip ──► planar [C,S,h,w] uint8 ──► time order (gather of the resized frames:
+        reversal / warping, strong only) ──► channel dropout (strong only) ──► one float conversion +
+        normalisation (here, or after collation with ``normalize=False``)
 
 Pipelines:
 - ``labeled``: scale jitter (short side ~ U[256, 320] for a 224 output, scaled for other sizes: 64 ->
@@ -23,7 +24,8 @@ Pipelines:
 
 Cost matters (the loader must keep up with decoding, see ``scripts/bench_loader.py``): the crop box
 is computed in source pixels and only the crop is resized ("crop before resize"), resizing runs on
-uint8 channels-last tensors (torch's vectorised path), time reordering is a numpy gather on uint8, the
+uint8 channels-last tensors (torch's vectorised path), time reordering is a numpy gather of the resized
+uint8 frames (each view's frames share a crop, so it commutes with the per-frame resize), the
 flip rides on the layout copy, and there is exactly one float conversion per output. No per-frame
 Python loops. TubeTokenMix is not here:
 it mixes tokens across the batch and belongs to the model.
@@ -289,8 +291,6 @@ class ClipTransform:
     def _apply(
         self, frames: np.ndarray | torch.Tensor, params: AugParams, out: torch.Tensor | None
     ) -> torch.Tensor:
-        if params.time_order is not None:
-            frames = frames[params.time_order]  # gather along time; pixel values untouched
         x = _as_tensor(frames)  # [S, 3, H, W] channels-last view of [S, H, W, 3]
         if x.shape[0] != self.num_frames:
             raise ValueError(f"expected {self.num_frames} frames for views {self.views}, got {x.shape[0]}")
@@ -302,6 +302,10 @@ class ClipTransform:
         else:
             for s, n, box in zip(self.starts.tolist(), self.views, params.boxes):
                 planar[:, s : s + n] = self._crop_resize(x[s : s + n], box).transpose(3, 0, 1, 2)
+        if params.time_order is not None:
+            # Time reordering stays inside each view (whose frames share one box) and resizing is per
+            # frame, so gathering the small resized frames equals resizing the gathered source frames.
+            planar = planar[:, params.time_order]
         if params.dropped_channel is not None:
             planar[params.dropped_channel] = 0  # channel dropout in pixel space (same in uint8 mode)
         if not self.normalize:
@@ -355,8 +359,9 @@ class ClipTransform:
         height, width = frames_per_offset[0].shape[1:3]
         boxes = self.eval_boxes(height, width)
         n_test = len(frames_per_offset) * len(boxes)
-        if out is None:
-            out = torch.empty((n_test, *self.output_shape()), dtype=torch.float32)
+        if out is None:  # float32, or uint8 pixels when normalisation comes later (normalize=False)
+            dtype = torch.float32 if self.normalize else torch.uint8
+            out = torch.empty((n_test, *self.output_shape()), dtype=dtype)
         for i, (frames, box) in enumerate((f, b) for f in frames_per_offset for b in boxes):
             self.apply(frames, AugParams((box,) * len(self.views)), out[i])
         return out

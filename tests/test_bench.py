@@ -139,8 +139,8 @@ def test_main_writes_both_reports_and_fails_when_a_benchmark_failed(tmp_path, sc
 
     md = out_md.read_text()
     assert md.startswith("# Benchmarks\n") and f"torch {machine['torch']}" in md
-    assert "| `fast_thing` | **3** | 2 | 0.6667 | s | >= 2 | yes |" in md
-    assert "| `slow_thing` | **0.5** | 2 | 4 | s | <= 0.4 | **no** |" in md
+    assert "| `fast_thing` | **3** |  | 2 | 0.6667 | s | >= 2 | yes |" in md
+    assert "| `slow_thing` | **0.5** |  | 2 | 4 | s | <= 0.4 | **no** |" in md
     assert "| `broken_thing` | failed |" in md and "RuntimeError: out of memory" in md
     assert "not measured in this run" in md and "Load average (1, 5, 15 min) before:" in md
 
@@ -163,6 +163,28 @@ def test_the_suite_covers_the_issue_figures():
     keys = {b.key: b for b in bench.suite(Path("data/x"))}
     assert set(keys) == {"loader_vs_decode", "teacher_k10_vs_k1", "cache_speedup", "mc_prefix_speedup"}
     assert keys["loader_vs_decode"].goal == (">=", 0.9) and keys["teacher_k10_vs_k1"].goal == ("<=", 1.05)
-    assert keys["cache_speedup"].goal == (">=", 10.0) and keys["mc_prefix_speedup"].goal == (">=", 2.5)
+    assert keys["cache_speedup"].goal == (">=", 10.0) and keys["mc_prefix_speedup"].goal == (">=", 0.9)
+    assert keys["mc_prefix_speedup"].of_ideal and not keys["loader_vs_decode"].of_ideal
     for b in keys.values():
         assert (bench.ROOT / "scripts" / b.script).is_file(), b.script
+
+
+def test_a_goal_of_ideal_judges_ratio_over_ideal(tmp_path):
+    """ratio 2.7 against ideal 3.0 is 0.9 x ideal: met for >= 0.9, missed for >= 0.95; a figure without
+    its ideal is malformed."""
+    entry = {"ratio": 2.7, "a": 2.7, "b": 1.0, "ideal": 3.0, "unit": "s", "how": "a = x, b = y"}
+    script = fake_script(tmp_path, "ideal.py", f"print(json.dumps({{'mc': {entry!r}}}))")
+    bench_ideal = bench.Benchmark("mc", script, (), (">=", 0.9), "what", of_ideal=True)
+    record = bench.run_benchmark(bench_ideal, timeout=60)
+    assert record["status"] == "ok" and record["met"] is True, record
+    assert (record["ideal"], record["of_ideal"], record["goal"]) == (3.0, 0.9, ">= 0.9 x ideal")
+    strict = bench.run_benchmark(bench.Benchmark("mc", script, (), (">=", 0.95), "what", of_ideal=True), 60)
+    assert strict["met"] is False
+    no_ideal = fake_script(tmp_path, "no_ideal.py", f"print({figure_json('mc', 2.7)!r})")
+    failed = bench.run_benchmark(bench.Benchmark("mc", no_ideal, (), (">=", 0.9), "what", of_ideal=True), 60)
+    assert failed["status"] == "failed" and "'mc.ideal' is not a number" in failed["error"]
+    now = bench.dt.datetime(2025, 1, 1, 12, 0)
+    report = bench.collect({"mc": record}, bench.machine_info(), now, now, [0.1] * 3, [0.1] * 3, None)
+    assert "| `mc` | **2.7** | 3 (ratio = 0.9 x ideal) | 2.7 | 1 | s | >= 0.9 x ideal | yes |" in (
+        bench.render_markdown(report)
+    )

@@ -12,8 +12,10 @@ from mllm.language_model import LLMConfig
 from mllm.multimodal_model import MultimodalConfig, MultimodalModel
 from mllm.option_scoring import (
     OptionScores,
+    ideal_speedup,
     option_logits_cached,
     option_logits_full,
+    packed_option_mask,
     score_options,
     score_question,
     scores_from_logits,
@@ -58,6 +60,10 @@ def test_cached_batched_logits_equal_full_forwards(setup):
     a, b = scores_from_logits(cached, ids, mask), scores_from_logits(full, ids, mask)
     assert torch.allclose(a.nll_sum, b.nll_sum, atol=1e-4)
     assert a.num_tokens.tolist() == [float(len(o)) for o in options]
+    # Only one-token options: nothing is packed after the prefix.
+    singles = [one_token, [5]]
+    cached, _, _ = option_logits_cached(model.llm, prefix, singles)
+    assert (cached - option_logits_full(model.llm, prefix, singles)[0]).abs().max() < 1e-4
 
 
 def test_option_nll_equals_the_training_loss_of_that_answer(setup):
@@ -104,5 +110,20 @@ def test_benchmark_script_prints_the_speedup_json(tiny_llm_dir: Path, capsys: py
         torch.set_num_threads(threads)
     report = json.loads(capsys.readouterr().out)
     speedup = report["mc_prefix_speedup"]
-    assert set(speedup) == {"ratio", "a", "b", "unit", "how"} and speedup["unit"] == "s"
+    assert set(speedup) == {"ratio", "a", "b", "ideal", "of_ideal", "unit", "how"} and speedup["unit"] == "s"
     assert speedup["ratio"] > 0 and "machine" in report
+    assert speedup["of_ideal"] == pytest.approx(speedup["ratio"] / speedup["ideal"], abs=2e-3)
+
+
+def test_ideal_speedup_is_the_ratio_of_token_counts():
+    assert ideal_speedup(127, [20, 10, 11, 14]) == pytest.approx(563 / 182)  # 4 x 127 + 55 / (127 + 55)
+    assert ideal_speedup(10, [2, 2]) == pytest.approx(24 / 14)
+    assert ideal_speedup(5, [3]) == 1.0  # one option: nothing to share
+
+
+def test_packed_option_mask_lets_each_option_see_the_prefix_and_its_own_past():
+    mask = packed_option_mask([2, 1], num_prefix=1, dtype=torch.float32)  # S = 3 tokens after P = 1
+    allowed = (mask[0, 0] == 0).int().tolist()
+    assert mask.shape == (1, 1, 4, 4)
+    assert allowed == [[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 0, 1]]  # option 1 never sees 0
+    assert mask.min() == torch.finfo(torch.float32).min
