@@ -39,8 +39,9 @@ What a visitor can reach, and why:
   exceptions are logged on the server and reported as a generic message, never a traceback.
 
 What a visitor is told about the models: the header says what they can and cannot do (a closed set of
-elements, the frames the encoder sees, a chat that can be wrong); a clip shorter than the sampler's frames
-is flagged in the status line.
+elements, the frames the encoder sees, whether it checks for clips out of its domain, a chat that can be
+wrong); the status line gives each clip's uncertainty and warns of a clip shorter than the sampler's frames,
+a clip the out-of-domain check flags, and a low-confidence top-1.
 """
 
 from __future__ import annotations
@@ -80,6 +81,17 @@ def capabilities(predictor: Predictor, chat: bool) -> str:
         f"{sum(predictor.views)} frames spread over the whole clip, so upload one trimmed element (a few "
         "seconds, one athlete); shorter clips repeat frames and longer ones are squeezed into those frames."
     )
+    if predictor.calibration is not None:
+        text += (
+            f" Each clip gets an out-of-domain check ({predictor.calibration.score} score): a clip scoring "
+            f"higher than {100 * predictor.calibration.keep:.0f} % of its in-domain calibration clips is "
+            "flagged. Measured on synthetic clips, it catches most clips that are not gymnastics at all but "
+            "few gymnastics elements it was not trained on, so an unflagged clip can still be something else."
+        )
+    else:
+        text += (
+            " Its out-of-domain check is not calibrated, so no clip is flagged as unlike its training data."
+        )
     if chat:
         text += (
             " The chat's answers come from a language model trained on the same labels: they can be wrong, "

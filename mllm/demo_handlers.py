@@ -5,6 +5,10 @@ question, the MLLM's choice and the truth).
     handlers = DemoHandlers(predictor, chat, examples, DemoLimits(), video_encoder=video_encoder)
     gallery, top5, rows, status = handlers.analyze("clip.mp4")
 
+The status line also gives the prediction's uncertainty (its out-of-domain score, and whether the encoder's
+calibration flags the clip) and a warning when the clip is flagged out of domain or the top element has less
+than :data:`LOW_CONFIDENCE` probability (:func:`uncertainty_notes`).
+
 Every handler checks the upload first (:func:`mllm.demo_uploads.check_upload`); a clip is decoded once for
 the classifier and the MLLM (:class:`mllm.demo_models.DemoClips`). User errors become short ``gr.Error``
 messages; unexpected exceptions are logged and reported as a generic message, never a traceback.
@@ -37,6 +41,7 @@ log = logging.getLogger(__name__)
 
 QUIZ_TYPES = ("what", "event", "set")  # the question types the instruction stage trains on
 MIN_DISPLAY_SIDE = 160  # frames smaller than this are enlarged (nearest neighbour) for the gallery
+LOW_CONFIDENCE = 0.5  # a top-1 probability below this (less than even odds) is called low confidence
 NO_MLLM = "The MLLM is not loaded: start the demo with `--mllm DIR` to chat about the clip."
 UPLOAD_HINT = "Please upload a video clip (.mp4, .mkv, .webm, .mov, .avi)."
 
@@ -91,6 +96,34 @@ def short_clip_warning(frames: int, views: tuple[int, ...]) -> str:
         f"samples {needed} ({' + '.join(map(str, views))}), so it sees repeated frames and no motion "
         "between them; do not trust the elements below."
     )
+
+
+def uncertainty_notes(prediction: ClipPrediction, calibration_status: str) -> list[str]:
+    """The status line's uncertainty: the out-of-domain score (and the flag's verdict, or why there is
+    none), then a warning for a clip flagged out of domain and one for a low-confidence top-1."""
+    u, top = prediction.uncertainty, prediction.top1
+    lines = []
+    if u is not None:
+        if u.threshold is None:
+            verdict = f"no out-of-domain check ({calibration_status})"
+        else:
+            verdict = (
+                f"flagged above {u.threshold:.3g}: {'out of domain' if u.out_of_domain else 'in domain'}"
+            )
+        lines.append(f"Uncertainty: {u.score} score {u.value:.3g}, {verdict}.")
+    if prediction.out_of_domain:
+        lines.append(
+            f"⚠ **Looks out of domain**: its {u.score} score is higher than almost all of the encoder's "
+            "in-domain calibration clips'. It is probably not one of the gymnastics elements the encoder "
+            "knows (or not gymnastics at all); the elements below are the closest of its closed set, not a "
+            "recognition."
+        )
+    if top.probability < LOW_CONFIDENCE:
+        lines.append(
+            f"⚠ **Low confidence**: the top element has {100 * top.probability:.0f} %, less than even odds; "
+            "the encoder is unsure which element this is, if it is one at all."
+        )
+    return lines
 
 
 def cannot_read(err: DecodeError, hint: str = "") -> gr.Error:
@@ -174,6 +207,8 @@ class DemoHandlers:
         )
         if frames < sum(self.predictor.views):
             status += "  \n" + short_clip_warning(frames, self.predictor.views)
+        for line in uncertainty_notes(prediction, self.predictor.calibration_status):
+            status += "  \n" + line
         label = self.true_label(path)
         if label is not None:
             ranks = [s.label for s in prediction.top_k]

@@ -16,6 +16,8 @@ from sefar_encoder.runtime.machine import machine_info
 ENCODERS = ("sefar", "framepool")
 MODE_TITLES = {
     "generate": "generate (answer text)",
+    "generate_form": "generate, read as the trained form",
+    "letter": "letter (decoding over the option letters)",
     "likelihood": "likelihood (option NLL)",
     "classifier4": "classifier4 (encoder head, no LLM)",
 }
@@ -173,6 +175,8 @@ def write_report(summary: dict[str, Any], path: Path) -> None:
     for mode in MODES:
         s = results["sefar"]["accuracy"].get(mode)
         f = results["framepool"]["accuracy"].get(mode)
+        if s is None and f is None:  # a mode this run did not evaluate
+            continue
         diff = "–" if s is None or f is None else f"{s - f:+.1f}"
         lines.append(f"| {MODE_TITLES[mode]} | {pct(s)} | {pct(f)} | {diff} |")
     lines += [
@@ -256,3 +260,93 @@ def plot_gymqa(summary: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------- README
+README_START = "<!-- quickstart figures: scripts/readme_figures.py writes this block from docs/results/quickstart.json -->"
+README_END = "<!-- end of quickstart figures -->"
+
+
+def readme_figures(summary: dict[str, Any], fresh_clone_runs: list[dict[str, float]]) -> dict[str, Any]:
+    """The README's quickstart figures (``docs/results/quickstart.json``): from a run's ``summary.json`` and
+    the wall time and peak RSS of fresh-clone ``make quickstart`` runs (GNU time; install included)."""
+    enc, control, mach = summary["encoder"], summary["control"], summary["machine"]
+    results = summary["gymqa"]["results"]
+
+    def pairs(run: dict[str, Any]) -> dict[str, float | None]:
+        return {
+            name: None if p["accuracy"] is None else 100 * p["accuracy"] for name, p in run["pairs"].items()
+        }
+
+    return {
+        "date": mach.get("date"),
+        "machine": {k: mach.get(k) for k in ("cpu", "cores", "memory_gb", "torch", "python")},
+        "data": {k: summary["data"][k] for k in ("preset", "difficulty", "classes")},
+        "encoder": {
+            "method": enc["method"],
+            "label_rate": enc["label_rate"],
+            "test_mean_class": 100 * enc["test"]["mean_class"],
+            "pairs": pairs(enc),
+        },
+        "control": {
+            "method": control["method"],
+            "test_mean_class": 100 * control["test"]["mean_class"],
+            "pairs": pairs(control),
+        },
+        "gymqa": {e: dict(results[e]["accuracy"]) for e in ENCODERS},
+        "fresh_clone": fresh_clone_runs,
+    }
+
+
+def readme_block(fig: dict[str, Any]) -> str:
+    """The README's quickstart paragraph and table, from :func:`readme_figures`' output alone."""
+    enc, control, data, mach = fig["encoder"], fig["control"], fig["data"], fig["machine"]
+    names = list(enc["pairs"])
+    walls = [r["wall_minutes"] for r in fig["fresh_clone"]]
+    if walls:
+        low, high = min(walls), max(walls)
+        span = f"{low:.1f} min" if len(walls) == 1 else f"{low:.1f}–{high:.1f} min over {len(walls)} runs"
+        peak = max(r["peak_rss_gb"] for r in fig["fresh_clone"])
+        timing = (
+            f"A fresh clone's `make quickstart`, the venv install included, took {span} wall (GNU time; peak "
+            f"RSS {peak:.2f} GB)"
+        )
+    else:
+        timing = "Not timed on a fresh clone"
+    intro = (
+        f"Measured {str(fig['date'])[:10]} on {mach['cores']} CPU cores ({mach['cpu']}, torch {mach['torch']}). "
+        f"{timing}. What the quickstart model knows: {data['classes']} synthetic SynthGym elements "
+        f"(`{data['preset']}`, 64-px frames), learned from {enc['label_rate']} % labels, and a tiny stand-in "
+        "LLM trained on the task's own text: not gymnastics in general, not language in general."
+    )
+    header = " | ".join(f"{n.replace('_', ' ')} pairs %" for n in names)
+    lines = [
+        README_START,
+        intro,
+        "",
+        f"| encoder | test mean class % | {header} | Gym-QA likelihood % | Gym-QA generate % |",
+        "|---|---|" + "---|" * len(names) + "---|---|",
+    ]
+    rows = [
+        (f"{enc['method']} @ {enc['label_rate']} %", enc, fig["gymqa"]["sefar"]),
+        ("order-blind control (frame pool)", control, fig["gymqa"]["framepool"]),
+    ]
+    for label, run, qa in rows:
+        cells = " | ".join(pct(run["pairs"][n]) for n in names)
+        qa_cells = f"{pct(qa.get('likelihood'))} | {pct(qa.get('generate'))}"
+        lines.append(f"| {label} | {pct(run['test_mean_class'])} | {cells} | {qa_cells} |")
+    note = (
+        "A pair column is the accuracy at telling the two members of a fine-grained pair apart (50 % = cannot "
+        "tell). The Gym-QA columns are the same MLLM on each encoder's features (the control row: the frame "
+        "backbone's features averaged over time, the `mllm_framepool` stage)."
+    )
+    lines += ["", note, README_END]
+    return "\n".join(lines)
+
+
+def replace_readme_block(readme: str, block: str) -> str:
+    """``readme`` with the text from :data:`README_START` to :data:`README_END` replaced by ``block``."""
+    start, end = readme.find(README_START), readme.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"README: no quickstart figures block ({README_START!r} ... {README_END!r})")
+    return readme[:start] + block + readme[end + len(README_END) :]

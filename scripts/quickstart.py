@@ -12,7 +12,8 @@ Stages (each skipped when its output exists — re-running continues where a run
   backbone        frame-pretrain the image ViT on single frames (configs/pretrain/quickstart.yaml);
                   cached under <data>/backbones/<fingerprint>/                           config.json
   encoder         SeFAR semi-supervised training from that backbone (configs/encoder/quickstart.yaml),
-                  exported to <out>/encoder (the default of scripts/demo.py and predict.py)
+                  exported to <out>/encoder (the default of scripts/demo.py and predict.py), its
+                  out-of-domain check calibrated on val (predict.py --calibrate)
                                                                        <out>/encoder_run/metrics.json
   control         the order-blind control: the same encoder recipe, supervised, frames pooled in time
                   (method framepool); its forward/backward pair accuracy is what no temporal model goes
@@ -159,6 +160,10 @@ def stage_encoder(lay: Layout, args: argparse.Namespace, force: bool) -> bool:
     ran = train_encoder(args, lay.encoder_run, encoder_overrides(lay, args, lay.encoder_run), force)
     if ran or not (lay.encoder / "config.json").is_file():
         copy_dir(lay.encoder_run / "encoder", lay.encoder)  # the model selected on val
+    if ran or not (lay.encoder / "out_of_domain.json").is_file():  # the demo's and predict's flag
+        calibration = ["--calibrate", "--inputs", str(lay.data / "val.csv")]
+        reference = ["--reference", str(lay.data / "splits" / "100" / "train.csv")]
+        call_main("predict", ["--encoder", str(lay.encoder), *calibration, *reference, "--quiet"])
     return ran
 
 

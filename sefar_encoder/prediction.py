@@ -19,6 +19,13 @@ resized to the crop size, one centre crop (multi-view testing with ``test_offset
 
 Set and event names come from the checkpoint's ``hierarchy.json`` (absent: only labels and names).
 
+Every prediction carries an :class:`~sefar_encoder.out_of_domain.Uncertainty`: the scores of
+:data:`~sefar_encoder.out_of_domain.SCORES` (max-softmax, energy, K-sample head-dropout statistics, and the
+view features' distance to the training clips when the export has their Gaussian) and the out-of-domain
+flag from the export's ``out_of_domain.json`` (absent: the flag is None, "uncalibrated")::
+
+    p.uncertainty.scores["energy"], p.uncertainty.out_of_domain, predictor.calibration_status
+
 Shape notation: B batch, n_test = temporal offsets × spatial crops, C = 3, S = sum(views) frames,
 H/W source pixels, h/w = the encoder's image size, K classes.
 """
@@ -44,6 +51,17 @@ from sefar_encoder.clip_inputs import ClipInput
 from sefar_encoder.dataset import SkippedSample, VideoClipDataset
 from sefar_encoder.decoding import Backend, DecodeError
 from sefar_encoder.model.encoder import SeFAREncoder
+from sefar_encoder.out_of_domain import (
+    DEFAULT_DROPOUT_SAMPLES,
+    DEFAULT_SCORE,
+    MASK_SEED,
+    SCORES,
+    FeatureGaussian,
+    OutOfDomainCalibration,
+    Uncertainty,
+    dropout_masks,
+    uncertainty_scores,
+)
 from sefar_encoder.transforms import AugmentConfig, one_thread
 
 
@@ -88,6 +106,7 @@ class ClipPrediction:
     video: torch.Tensor | None = field(default=None, repr=False)
     label: int | None = None  # the known class of the input, if any
     seconds: float = 0.0  # decode + forward time of this clip (batch mode: its share of the batch)
+    uncertainty: Uncertainty | None = None  # scores and out-of-domain flag (see sefar_encoder.out_of_domain)
 
     @property
     def top1(self) -> ElementScore:
@@ -98,6 +117,11 @@ class ClipPrediction:
         """Top-1 equals the known label (None without a label)."""
         return None if self.label is None else self.top1.label == self.label
 
+    @property
+    def out_of_domain(self) -> bool | None:
+        """The calibrated out-of-domain flag (None: uncalibrated)."""
+        return None if self.uncertainty is None else self.uncertainty.out_of_domain
+
     def to_record(self) -> dict[str, Any]:
         """A JSON-serialisable dict (the frames themselves are left out)."""
         record: dict[str, Any] = {
@@ -106,7 +130,10 @@ class ClipPrediction:
             "top_k": [score.to_record() for score in self.top_k],
             "num_frames": self.num_frames,
             "frame_indices": self.frame_indices,
+            "out_of_domain": self.out_of_domain,
         }
+        if self.uncertainty is not None:
+            record["uncertainty"] = self.uncertainty.to_record()
         if self.label is not None:
             record["label"] = self.label
             record["correct"] = self.correct
@@ -190,6 +217,12 @@ class Predictor:
     ``preprocessing`` gives crop size, views and normalisation). ``test_offsets`` and ``test_crops``
     enable multi-view testing (softmax averaged). Safe to call from several threads (inference only, no
     shared mutable state).
+
+    Out-of-domain flag: ``calibration`` (default: the ``out_of_domain.json`` of the encoder directory, if
+    any) gives the thresholds; it applies only if made with the same test views and ``dropout_samples``
+    (:attr:`calibration_status` says whether and why not). ``ood_score`` picks the score the flag uses
+    (default: the calibration's). ``features``: the Gaussian of the ``feature_distance`` score (default:
+    the encoder directory's ``out_of_domain_features.safetensors``, if any; :meth:`fit_features` fits one).
     """
 
     def __init__(
@@ -201,11 +234,19 @@ class Predictor:
         backend: Backend = "decord",
         test_offsets: int = 1,
         test_crops: Literal[1, 3] = 1,
+        calibration: OutOfDomainCalibration | None = None,
+        ood_score: str | None = None,
+        dropout_samples: int = DEFAULT_DROPOUT_SAMPLES,
+        features: FeatureGaussian | None = None,
     ):
         if not isinstance(encoder, SeFAREncoder):
+            calibration = calibration or OutOfDomainCalibration.load(encoder)
+            features = features or FeatureGaussian.load(encoder)
             encoder = SeFAREncoder.from_pretrained(encoder, map_location=device)
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if ood_score is not None and ood_score not in SCORES:
+            raise ValueError(f"unknown out-of-domain score {ood_score!r}; choose one of {sorted(SCORES)}")
         self.model = encoder.to(device).eval()
         self.device = torch.device(device)
         self.config = encoder.config
@@ -231,6 +272,34 @@ class Predictor:
             self.class_names = self.hierarchy.names
         else:
             self.class_names = [str(i) for i in range(self.config.num_classes)]
+        self.dropout_samples = dropout_samples
+        self._masks = dropout_masks(
+            self.config.resolved_fusion_dim, self.config.head_dropout, dropout_samples, MASK_SEED
+        ).to(self.device)  # [K, Dh], fixed: a clip's scores do not depend on its batch
+        self.features = features
+        if ood_score == "feature_distance" and features is None:
+            raise ValueError(
+                "the feature_distance score needs the encoder's out_of_domain_features.safetensors"
+            )
+        self.ood_score = ood_score or (calibration.score if calibration is not None else DEFAULT_SCORE)
+        self.calibration: OutOfDomainCalibration | None = None
+        if calibration is None:
+            self.calibration_status = "uncalibrated: the encoder has no out_of_domain.json"
+        elif (reason := calibration.mismatch(test_offsets, test_crops, dropout_samples)) is not None:
+            self.calibration_status = f"uncalibrated: {reason}"
+        elif self.ood_score == "feature_distance" and features is None:
+            self.ood_score = DEFAULT_SCORE  # shown, not flagged: the status says why
+            self.calibration_status = (
+                "uncalibrated: the calibration flags on feature_distance, whose Gaussian "
+                "(out_of_domain_features.safetensors) is missing"
+            )
+        else:
+            self.calibration = calibration.with_score(self.ood_score)
+            self.calibration_status = (
+                f"calibrated on {calibration.num_clips} in-domain clips ({calibration.inputs}): "
+                f"{self.ood_score} above {self.calibration.threshold:.4g} is flagged, which keeps "
+                f"{calibration.keep:.0%} of them in domain"
+            )
 
     @property
     def views(self) -> tuple[int, ...]:
@@ -275,14 +344,68 @@ class Predictor:
         return load_clip(self.eval_dataset([path]), 0, keep_frames)
 
     @torch.inference_mode()
+    def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``video [B, n_test, C, S, h, w]`` -> class probabilities ``[B, K]`` (softmax averaged over n_test)
+        and the uncertainty scores of :data:`~sefar_encoder.out_of_domain.SCORES`, ``[B]`` each."""
+        b, n_test = video.shape[:2]
+        out = self.model(video.flatten(0, 1).to(self.device))
+        logits = out.logits.float().view(b, n_test, -1)  # [B, n_test, K]
+        # the K dropout samples of the head: classifier(h * mask_k), [Ks, B, n_test, K]
+        samples = self.model.fusion_head.classifier(out.h[None] * self._masks[:, None].to(out.h.dtype))
+        scores = uncertainty_scores(
+            logits,
+            samples.float().view(-1, b, n_test, logits.shape[-1]),
+            view_features=out.view_features.flatten(1).view(b, n_test, -1),  # [B, n_test, V*D]
+            gaussian=self.features,
+        )
+        return logits.softmax(dim=-1).mean(dim=1).cpu(), {k: v.cpu() for k, v in scores.items()}
+
+    def _loader(self, clips: Sequence[ClipInput], batch_size: int, num_workers: int) -> DataLoader:
+        """The clips in input order through the eval data path; an unreadable clip is a ``failed`` entry
+        of its batch, never an exception."""
+        dataset = _NeverRaising(self.eval_dataset([c.path for c in clips]))
+        return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
+
+    @torch.inference_mode()
+    def fit_features(
+        self, clips: Sequence[ClipInput | str | os.PathLike], batch_size: int = 8, num_workers: int = 0
+    ) -> tuple[FeatureGaussian, list[PredictionFailure]]:
+        """Fit the ``feature_distance`` Gaussian on the view features of in-domain ``clips`` (labels unused)
+        and use it from now on; returns it and the clips that could not be read (left out). A set-up step
+        (``predict.py --calibrate``): not to be called while other threads predict."""
+        clips = [c if isinstance(c, ClipInput) else ClipInput(Path(c)) for c in clips]
+        loader = self._loader(clips, batch_size, num_workers)
+        features, failures = [], []
+        for batch in loader:
+            failures += [
+                PredictionFailure(str(clips[i].path), reason) for i, reason in batch["failed"].items()
+            ]
+            if batch["video"] is not None:
+                video = batch["video"].flatten(0, 1).to(self.device)  # [B*n_test, C, S, h, w]
+                view_features = self.model.forward_features(video)  # [B*n_test, V, D]
+                features.append(view_features.flatten(1).float().cpu())  # [B*n_test, V*D]
+        if not features:
+            raise ValueError("no reference clip could be read")
+        self.features = FeatureGaussian.fit(torch.cat(features))
+        return self.features, failures
+
     def probabilities(self, video: torch.Tensor) -> torch.Tensor:
         """``video [B, n_test, C, S, h, w]`` -> class probabilities ``[B, K]`` (softmax averaged over n_test)."""
-        b, n_test = video.shape[:2]
-        logits = self.model(video.flatten(0, 1).to(self.device)).logits  # [B*n_test, K]
-        return logits.float().softmax(dim=-1).view(b, n_test, -1).mean(dim=1).cpu()
+        return self.forward(video)[0]
+
+    def uncertainty(self, scores: dict[str, float]) -> Uncertainty:
+        """One clip's scores with the flag's score and threshold (None when uncalibrated)."""
+        if self.calibration is None:
+            return Uncertainty(scores, self.ood_score, None, self.calibration_status)
+        return Uncertainty(scores, self.ood_score, self.calibration.threshold)
 
     def _prediction(
-        self, path: Path, clip: LoadedClip, probs: torch.Tensor, label: int | None
+        self,
+        path: Path,
+        clip: LoadedClip,
+        probs: torch.Tensor,
+        label: int | None,
+        scores: dict[str, float] | None = None,
     ) -> ClipPrediction:
         values, labels = probs.topk(self.top_k)
         splits = np.cumsum(self.config.views)[:-1]  # flat order: view0's frames, view1's, ...
@@ -293,6 +416,7 @@ class Predictor:
             frame_indices=[v.tolist() for v in np.split(clip.frame_indices[0], splits)],
             frames=np.split(clip.frames, splits) if clip.frames is not None else None,
             label=label,
+            uncertainty=self.uncertainty(scores) if scores is not None else None,
         )
 
     def predict(self, path: str | os.PathLike, label: int | None = None) -> ClipPrediction:
@@ -300,7 +424,9 @@ class Predictor:
         :class:`DecodeError` for bad files."""
         start = time.perf_counter()
         clip = self.load(path, keep_frames=True)
-        prediction = self._prediction(Path(path), clip, self.probabilities(clip.video[None])[0], label)
+        probs, scores = self.forward(clip.video[None])
+        row = {name: float(v[0]) for name, v in scores.items()}
+        prediction = self._prediction(Path(path), clip, probs[0], label, row)
         prediction.video = clip.video
         prediction.seconds = time.perf_counter() - start
         return prediction
@@ -314,24 +440,19 @@ class Predictor:
     ) -> Iterator[ClipPrediction | PredictionFailure]:
         """One result per clip, in input order; unreadable clips become :class:`PredictionFailure`."""
         clips = [c if isinstance(c, ClipInput) else ClipInput(Path(c)) for c in clips]
-        loader = DataLoader(
-            _NeverRaising(self.eval_dataset([c.path for c in clips])),
-            batch_size=batch_size,
-            shuffle=False,
-            num_workers=num_workers,
-            collate_fn=_collate,
-        )
+        loader = self._loader(clips, batch_size, num_workers)
         bar = tqdm(total=len(clips), desc="predict", unit="clip", disable=not progress)
         try:
             for batch in loader:
                 start = time.perf_counter()
                 results: dict[int, ClipPrediction | PredictionFailure] = {}
                 if batch["video"] is not None:
-                    probs = self.probabilities(batch["video"])  # [B, K]
+                    probs, scores = self.forward(batch["video"])  # [B, K], [B] per score
                     seconds = (time.perf_counter() - start) / len(batch["clips"])
                     for row, (index, loaded) in enumerate(batch["clips"]):
                         clip = clips[index]
-                        results[index] = self._prediction(clip.path, loaded, probs[row], clip.label)
+                        values = {name: float(v[row]) for name, v in scores.items()}
+                        results[index] = self._prediction(clip.path, loaded, probs[row], clip.label, values)
                         results[index].seconds = seconds
                 for index, reason in batch["failed"].items():
                     results[index] = PredictionFailure(str(clips[index].path), reason, clips[index].label)

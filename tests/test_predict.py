@@ -1,11 +1,13 @@
 """Prediction library and ``scripts/predict.py``: a folder with good clips and an unreadable one, a labeled
-list classified correctly, CSV output, exit codes, the same tensors as the data path's eval dataset."""
+list classified correctly, CSV output, exit codes, the same tensors as the data path's eval dataset; the
+uncertainty and out-of-domain flag of every record, ``--calibrate``."""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +22,13 @@ from sefar_encoder.clip_inputs import ClipInput, InputError, read_inputs
 from sefar_encoder.dataset import VideoClipDataset
 from sefar_encoder.decoding import DecodeError
 from sefar_encoder.model.presets import build_encoder
+from sefar_encoder.out_of_domain import (
+    CALIBRATION_FILE,
+    FEATURE_FILE,
+    SCORES,
+    FeatureGaussian,
+    OutOfDomainCalibration,
+)
 from sefar_encoder.prediction import ClipPrediction, PredictionFailure, Predictor
 from sefar_encoder.transforms import AugmentConfig
 
@@ -122,6 +131,80 @@ def test_csv_set_and_event_columns_match_the_json_records(fitted_encoder, synthg
         top = record["top_k"][0]
         assert [row[k] for k in keys] == [str(top[k]) for k in keys]  # set id and name, event code and name
         assert row["set"].isdigit() and row["set_name"] and row["event"] in ("VT", "FX", "BB", "UB")
+
+
+def test_records_carry_uncertainty_and_an_uncalibrated_flag(tiny_encoder, clip_folder, tmp_path, capsys):
+    out = tmp_path / "p.jsonl"
+    args = ["--encoder", str(tiny_encoder), "--inputs", str(clip_folder / "c_long.mp4"), "--out", str(out)]
+    assert predict_cli.main([*args, "--csv", "--quiet"]) == 0
+    (record,) = _records(out)
+    assert record["out_of_domain"] is None
+    u = record["uncertainty"]
+    assert set(u["scores"]) == set(SCORES) - {"feature_distance"}  # no feature Gaussian beside this export
+    assert u["score"] == "max_softmax" and u["threshold"] is None  # the default without a Gaussian
+    assert u["value"] == u["scores"]["max_softmax"] and "no out_of_domain.json" in u["note"]
+    assert 1 - u["scores"]["max_softmax"] == pytest.approx(record["top_k"][0]["probability"], abs=1e-5)
+    (row,) = csv.DictReader(out.with_suffix(".csv").open())
+    assert row["out_of_domain"] == "" and row["ood_threshold"] == "" and row["ood_score"] == "max_softmax"
+    assert float(row["ood_value"]) == pytest.approx(u["value"], abs=1e-5)
+    assert "out-of-domain flag uncalibrated" in capsys.readouterr().err
+
+
+def test_calibrate_then_flag(fitted_encoder, synthgym_clips, tmp_path, capsys):
+    encoder = shutil.copytree(fitted_encoder, tmp_path / "encoder")  # the session's export stays uncalibrated
+    clips = str(synthgym_clips["list"])
+    args = ["--encoder", str(encoder), "--inputs", clips, "--quiet"]
+    assert predict_cli.main([*args, "--calibrate", "--keep", "0.75", "--ood-score", "max_softmax"]) == 0
+    calibration = OutOfDomainCalibration.load(encoder)
+    assert calibration.num_clips == 12 and calibration.keep == 0.75 and calibration.score == "max_softmax"
+    assert set(calibration.thresholds) == set(SCORES) - {"feature_distance"} and calibration.inputs == clips
+    assert "calibrated on 12 clips, keeping 75% in domain" in capsys.readouterr().err
+
+    out = tmp_path / "p.jsonl"
+    assert predict_cli.main([*args, "--out", str(out), "--csv", "--ood-score", "dropout_std"]) == 0
+    records = _records(out)
+    # the fitted logits are alike for every clip (energy, max-softmax nearly tie); the dropout spread is not
+    values = sorted(r["uncertainty"]["scores"]["dropout_std"] for r in records)
+    assert len(set(values)) == 12
+    # ceil(0.75 * 12) = 9th smallest is the threshold: the 3 clips above it are flagged
+    assert sum(r["out_of_domain"] for r in records) == 3
+    assert records[0]["uncertainty"]["threshold"] == pytest.approx(values[8], abs=1e-6)
+    rows = list(csv.DictReader(out.with_suffix(".csv").open()))
+    assert [row["out_of_domain"] for row in rows] == [str(r["out_of_domain"]) for r in records]
+    assert "3 flagged out of domain" in capsys.readouterr().err
+
+    # other test views than the calibration's: the thresholds do not apply, the flag says so
+    assert predict_cli.main([*args, "--out", str(out), "--test-offsets", "2"]) == 0
+    records = _records(out)
+    assert all(r["out_of_domain"] is None for r in records)
+    assert "calibrated with test_offsets=1" in records[0]["uncertainty"]["note"]
+    (encoder / CALIBRATION_FILE).write_text("{")
+    assert predict_cli.main([*args, "--out", str(out)]) == 1  # a broken calibration file is a model error
+    assert CALIBRATION_FILE in capsys.readouterr().err
+
+
+def test_calibrate_with_a_reference_fits_the_feature_gaussian(
+    fitted_encoder, synthgym_clips, tmp_path, capsys
+):
+    encoder = shutil.copytree(fitted_encoder, tmp_path / "encoder")
+    clips = str(synthgym_clips["list"])
+    args = ["--encoder", str(encoder), "--inputs", clips, "--quiet"]
+    assert predict_cli.main([*args, "--calibrate", "--reference", clips, "--keep", "0.75"]) == 0
+    assert "feature Gaussian fitted on 12 reference views" in capsys.readouterr().err
+    calibration = OutOfDomainCalibration.load(encoder)
+    assert calibration.score == "feature_distance" and calibration.reference == clips  # the default with one
+    assert set(calibration.thresholds) == set(SCORES) and FeatureGaussian.load(encoder).num_clips == 12
+    out = tmp_path / "p.jsonl"
+    assert predict_cli.main([*args, "--out", str(out)]) == 0
+    records = _records(out)
+    assert all(r["uncertainty"]["score"] == "feature_distance" for r in records)
+    assert sum(r["out_of_domain"] for r in records) == 3  # 9 of 12 kept (distinct distances)
+    (encoder / FEATURE_FILE).unlink()  # the calibration names a score whose Gaussian is gone
+    assert predict_cli.main([*args, "--out", str(out)]) == 0
+    assert all(r["out_of_domain"] is None for r in _records(out))
+    assert "whose Gaussian" in _records(out)[0]["uncertainty"]["note"]
+    with pytest.raises(SystemExit):
+        predict_cli.main([*args, "--out", str(out), "--reference", clips])  # only with --calibrate
 
 
 def test_usage_and_model_errors_exit_code_1(tiny_encoder, clip_folder, tmp_path):

@@ -10,7 +10,9 @@ parameters per frame, no pixels) → ``athlete`` (forward kinematics, body parts
 the command line; docs/synthgym.md the guide. Generation lives in :mod:`gym_qa.synthgym.dataset`
 (imported lazily here, it needs PyAV). Untrimmed routines of several elements, for temporal element
 detection, are ``routine_tracks`` (the chained pose track) → ``routines`` (presets, plan, files;
-``make_synthgym.py --routines``, docs/detection.md).
+``make_synthgym.py --routines``, docs/detection.md); clips that show no gymnastics (empty arena, moving
+shapes, an athlete standing still), for the out-of-domain check, are ``non_gymnastics``
+(``scripts/make_non_gymnastics.py``); ``parallel`` fans the render jobs out over processes.
 """
 
 from gym_qa.synthgym.elements import (

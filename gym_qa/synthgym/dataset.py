@@ -18,7 +18,6 @@ has its own derived seeds and never shares a clip with the train pool, val or te
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from gym_qa.lists import write_list
 from gym_qa.synthgym.apparatus import apparatus_for
 from gym_qa.synthgym.elements import BY_GLABEL, CATALOGUE, ElementSpec
 from gym_qa.synthgym.nuisance import STYLES, Nuisance, sample_nuisance
+from gym_qa.synthgym.parallel import run_jobs
 from gym_qa.synthgym.pose_tracks import PoseTrack, pose_track
 from gym_qa.synthgym.poses import FPS, SHAPES
 from gym_qa.synthgym.render import RenderedClip, render
@@ -363,11 +363,6 @@ def _work(args: tuple) -> dict:
     return generate_clip(*args)
 
 
-def _worker_init() -> None:
-    # One thread per process: the parallelism is across clips.
-    os.environ["OMP_NUM_THREADS"] = "1"
-
-
 def generate_dataset(
     out: str | Path,
     preset: str | Preset = "tiny",
@@ -412,18 +407,7 @@ def generate_dataset(
     ]
     workers = max(1, int(workers or os.cpu_count() or 1))
     bar = tqdm(total=len(jobs), desc=f"SynthGym {preset.name}", unit="clip", disable=not progress)
-    records: list[dict] = []
-    if workers == 1:
-        for job in jobs:
-            records.append(_work(job))
-            bar.update()
-    else:
-        # fork keeps start-up cheap; each task depends only on its arguments, so order is irrelevant.
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        with ctx.Pool(workers, initializer=_worker_init) as pool:
-            for rec in pool.imap_unordered(_work, jobs, chunksize=4):
-                records.append(rec)
-                bar.update()
+    records = run_jobs(_work, jobs, workers, bar, chunksize=4)
     bar.close()
     records.sort(key=lambda r: (SPLIT_CODES[r["split"]], r["index"]))
     by_split = {s: [r for r in records if r["split"] == s] for s in SPLIT_CODES}

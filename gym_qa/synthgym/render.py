@@ -123,7 +123,7 @@ class Camera:
         return (x - cx) * s + self.width / 2, self.height / 2 - (y - cy) * s
 
 
-def _camera(
+def choose_camera(
     lo: np.ndarray,
     hi: np.ndarray,
     app: Apparatus,
@@ -185,7 +185,7 @@ def render(
     p1 = caps.p1[..., :2] * np.array([f, 1.0])
     lo = np.minimum(p0, p1) - caps.radius[..., None]
     hi = np.maximum(p0, p1) + caps.radius[..., None]
-    cam = _camera(lo.min(1), hi.max(1), app, nz, f, width, height, camera)
+    cam = choose_camera(lo.min(1), hi.max(1), app, nz, f, width, height, camera)
 
     # Background: wall with a vertical gradient, clutter with parallax, arena floor below the mats.
     # Each layer is composited only inside the rows/columns it can touch (the costly part is the

@@ -22,7 +22,6 @@ output stays byte-identical.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,6 +35,7 @@ from gym_qa.synthgym.dataset import PRESETS
 from gym_qa.synthgym.elements import BY_GLABEL, SETS
 from gym_qa.synthgym.metadata import category_line, class_table
 from gym_qa.synthgym.nuisance import Nuisance, sample_nuisance
+from gym_qa.synthgym.parallel import run_jobs
 from gym_qa.synthgym.pose_tracks import pose_track
 from gym_qa.synthgym.poses import FPS
 from gym_qa.synthgym.render import RenderedClip, render
@@ -284,17 +284,7 @@ def generate_routines(
     jobs = [(s, preset, str(out / "videos"), difficulty, width, height) for s in specs]
     workers = max(1, int(workers or os.cpu_count() or 1))
     bar = tqdm(total=len(jobs), desc=f"SynthGym routines {preset.name}", unit="routine", disable=not progress)
-    records: list[dict] = []
-    if workers == 1:
-        for job in jobs:
-            records.append(_work(job))
-            bar.update()
-    else:
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        with ctx.Pool(workers, initializer=_one_thread) as pool:
-            for rec in pool.imap_unordered(_work, jobs, chunksize=1):
-                records.append(rec)
-                bar.update()
+    records = run_jobs(_work, jobs, workers, bar)
     bar.close()
     records.sort(key=lambda r: (SPLITS[r["split"]][0], r["index"]))
     routines = [routine_from_record(r) for r in records]
@@ -331,7 +321,3 @@ def generate_routines(
     }
     write_text_atomic(out / "meta.json", json.dumps(meta, indent=1) + "\n")
     return meta
-
-
-def _one_thread() -> None:
-    os.environ["OMP_NUM_THREADS"] = "1"
