@@ -96,32 +96,20 @@ def main(argv: list[str] | None = None) -> int:
     """Generate the data set; print a one-line JSON summary (the full one is ``<out>/meta.json``)."""
     args = parse_args(argv)
     start = time.time()
+    common = {
+        "seed": args.seed,
+        "difficulty": args.difficulty,
+        "workers": args.workers,
+        "width": args.size[0],
+        "height": args.size[1],
+        "progress": not args.quiet,
+    }
     if args.routines:
-        meta = generate_routines(
-            args.out,
-            preset=args.routines,
-            seed=args.seed,
-            difficulty=args.difficulty,
-            workers=args.workers,
-            width=args.size[0],
-            height=args.size[1],
-            progress=not args.quiet,
-        )
+        meta = generate_routines(args.out, preset=args.routines, **common)
         summary = {k: v for k, v in meta.items() if k != "classes"}  # the class table is in meta.json
         print(json.dumps({"out": str(args.out), **summary, "wall_seconds": round(time.time() - start, 1)}))
         return 0
-    meta = generate_dataset(
-        args.out,
-        preset=args.preset,
-        seed=args.seed,
-        difficulty=args.difficulty,
-        workers=args.workers,
-        width=args.size[0],
-        height=args.size[1],
-        progress=not args.quiet,
-        camera=args.camera,
-        style=args.style,
-    )
+    meta = generate_dataset(args.out, preset=args.preset, camera=args.camera, style=args.style, **common)
     summary = {
         "out": str(args.out),
         "preset": args.preset,
