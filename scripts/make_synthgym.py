@@ -3,6 +3,7 @@
     python scripts/make_synthgym.py --out data/synthgym-tiny --preset tiny
     python scripts/make_synthgym.py --out data/synthgym-bench --preset bench --seed 0 --workers 2
     python scripts/make_synthgym.py --out data/synthgym-routines-tiny --routines tiny   # detection routines
+    python scripts/make_synthgym.py --out data/synthgym-bench --add-rates 1 2            # 1 and 2 % label splits
 
 See docs/synthgym.md for the data set layout, the world model and the augmentation rules.
 """
@@ -15,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from gym_qa.synthgym.dataset import PRESETS, generate_dataset
+from gym_qa.synthgym.dataset import PRESETS, add_label_rates, generate_dataset
 from gym_qa.synthgym.nuisance import STYLES
 from gym_qa.synthgym.render import CAMERAS
 from gym_qa.synthgym.routines import ROUTINE_PRESETS, generate_routines
@@ -83,6 +84,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
         + ". --preset, --camera and --style do not apply",
     )
+    ap.add_argument(
+        "--add-rates",
+        type=int,
+        nargs="+",
+        metavar="RATE",
+        help="add label-rate splits (percent, e.g. 1 2) to the existing data set at --out, nested with its "
+        "own (the generator's per-class order); nothing is rendered",
+    )
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     if any(v <= 0 or v % 2 for v in args.size):
@@ -104,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         "height": args.size[1],
         "progress": not args.quiet,
     }
+    if args.add_rates:
+        counts = add_label_rates(args.out, tuple(args.add_rates))
+        print(json.dumps({"out": str(args.out), "labeled": counts}))
+        return 0
     if args.routines:
         meta = generate_routines(args.out, preset=args.routines, **common)
         summary = {k: v for k, v in meta.items() if k != "classes"}  # the class table is in meta.json

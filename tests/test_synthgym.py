@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
 from pathlib import Path
 
 import av
@@ -14,7 +15,7 @@ from conftest import SCRIPTS, load_script
 
 from gym_qa.lists import read_list
 from gym_qa.synthgym.athlete import capsules
-from gym_qa.synthgym.dataset import PRESETS, generate_clip, plan_dataset
+from gym_qa.synthgym.dataset import PRESETS, add_label_rates, generate_clip, plan_dataset
 from gym_qa.synthgym.elements import (
     BY_GLABEL,
     CATALOGUE,
@@ -136,6 +137,26 @@ def test_lists_nested_stratified_disjoint(tiny: Path) -> None:
     assert not pool & key(val) and not pool & key(test) and not key(val) & key(test)
     pretrain = key(read_list(tiny / "pretrain" / "train.csv"))
     assert pretrain and not pretrain & (pool | key(val) | key(test))
+
+
+def test_added_label_rates_nest_with_the_generated_ones(tiny: Path, tmp_path: Path) -> None:
+    data = Path(shutil.copytree(tiny, tmp_path / "tiny", ignore=shutil.ignore_patterns("videos", "pretrain")))
+    key = lambda path: [e.raw_path for e in read_list(path)]
+    meta_before = (data / "meta.json").read_text()
+    splits = {pct: key(data / "splits" / str(pct) / "train.csv") for pct in (5, 10, 20, 100)}
+    # the generator's 20 % split, written again from its order, equals the generated one
+    shutil.rmtree(data / "splits" / "20")
+    assert add_label_rates(data, (20, 2)) == {20: len(splits[20]), 2: 12}
+    assert key(data / "splits" / "20" / "train.csv") == splits[20]
+    two = key(data / "splits" / "2" / "train.csv")
+    assert set(two) <= set(splits[5]) and len(two) == 12  # one clip per class, inside the 5 % set
+    assert set(two).isdisjoint(key(data / "splits" / "2" / "unlabel.csv"))
+    assert len(two) + len(key(data / "splits" / "2" / "unlabel.csv")) == len(splits[100])
+    assert (data / "meta.json").read_text() == meta_before
+    edited = data / "splits" / "10" / "train.csv"
+    edited.write_text("\n".join(edited.read_text().splitlines()[1:]) + "\n")
+    with pytest.raises(ValueError, match="splits/10/train.csv"):
+        add_label_rates(data, (1,))
 
 
 def test_label_rate_rule() -> None:

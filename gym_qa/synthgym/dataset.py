@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from gym_qa.atomic_files import atomic_replace
-from gym_qa.lists import write_list
+from gym_qa.lists import read_list, write_list
 from gym_qa.synthgym.apparatus import apparatus_for
 from gym_qa.synthgym.elements import BY_GLABEL, CATALOGUE, ElementSpec
 from gym_qa.synthgym.nuisance import STYLES, Nuisance, sample_nuisance
@@ -359,6 +359,37 @@ def generate_clip(
     return rec
 
 
+def write_rate_split(out: Path, pool: list[tuple[Path, int]], rate: int, labeled: list[int]) -> None:
+    """``splits/<rate>/train.csv`` (the pool clips at the indices ``labeled``) and ``unlabel.csv`` (the rest)."""
+    chosen = set(labeled)
+    write_list(out / "splits" / str(rate) / "train.csv", [pool[i] for i in labeled])
+    write_list(out / "splits" / str(rate) / "unlabel.csv", [c for i, c in enumerate(pool) if i not in chosen])
+
+
+def add_label_rates(out: str | Path, rates: tuple[int, ...]) -> dict[int, int]:
+    """Label-rate splits a data set was not generated with, e.g. 1 and 2 % on the bench (one and two labeled
+    clips per class), nested with its own: the same seeded per-class order (``meta.json``'s seed) over the
+    pool (``splits/100/train.csv``). The existing splits must be what that order gives (else an error names
+    the file: the data set was edited). ``meta.json`` is left as generated. Returns {rate: labeled clips}."""
+    out = Path(out)
+    meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+    pool = [(e.path, e.label) for e in read_list(out / "splits" / "100" / "train.csv")]
+    existing = sorted(int(d.name) for d in (out / "splits").iterdir() if d.name.isdigit() and d.name != "100")
+    wanted = tuple(int(r) for r in rates)
+    if any(not 0 < r < 100 for r in wanted):
+        raise ValueError(f"label rates must be in (0, 100), got {list(wanted)}")
+    splits = label_rate_splits(
+        [label for _, label in pool], meta["seed"], tuple(sorted({*existing, *wanted}))
+    )
+    for rate in existing:
+        path = out / "splits" / str(rate) / "train.csv"
+        if [e.path for e in read_list(path)] != [pool[i][0] for i in splits[rate]]:
+            raise ValueError(f"{path}: not the split the generator's order gives; the data set was edited")
+    for rate in wanted:
+        write_rate_split(out, pool, rate, splits[rate])
+    return {rate: len(splits[rate]) for rate in wanted}
+
+
 def _work(args: tuple) -> dict:
     return generate_clip(*args)
 
@@ -418,15 +449,7 @@ def generate_dataset(
     pool_recs = by_split["train"]
     labeled = label_rate_splits([r["label"] for r in pool_recs], seed)
     for pct, idx in labeled.items():
-        chosen = set(idx)
-        write_list(
-            out / "splits" / str(pct) / "train.csv",
-            [(video(pool_recs[i]), pool_recs[i]["label"]) for i in idx],
-        )
-        write_list(
-            out / "splits" / str(pct) / "unlabel.csv",
-            [(video(r), r["label"]) for i, r in enumerate(pool_recs) if i not in chosen],
-        )
+        write_rate_split(out, [(video(r), r["label"]) for r in pool_recs], pct, idx)
     with atomic_replace(out / "pretrain" / "frames.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(r["annotation"], separators=(",", ":")) + "\n" for r in by_split["pretrain"])
     write_list(
