@@ -60,6 +60,12 @@ JOBS: dict[str, tuple[int, list[str]]] = {
     "svformer@5": (5, ["method.name=svformer", DUAL]),
     "freematch@5": (5, ["method.name=freematch", DUAL]),
     "sefar@5": (5, ["method.name=sefar"]),
+    # One and two labeled clips per class (splits made by make_synthgym.py --add-rates 1 2): the rates at
+    # which labels matter on this bench (RESULTS, "Where labels matter")
+    "supervised@2": (2, ["method.name=supervised", DUAL]),
+    "sefar@2": (2, ["method.name=sefar"]),
+    "supervised@1": (1, ["method.name=supervised", DUAL]),
+    "sefar@1": (1, ["method.name=sefar"]),
 }
 # SSL figures of a run's last epoch in metrics.json (shares of 1), tabulated in %
 SSL_STATS = ("unlabeled_used", "pseudo_acc")
