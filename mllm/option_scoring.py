@@ -78,6 +78,9 @@ def packed_option_mask(lengths: Sequence[int], num_prefix: int, dtype: torch.dty
     return mask[None, None]
 
 
+PACKED_MASK_ATTENTION = frozenset({"sdpa", "eager"})  # apply a 4-D attention mask as given
+
+
 @torch.no_grad()
 def option_logits_cached(
     llm: PreTrainedModel, prefix_embeds: torch.Tensor, option_ids: Sequence[Sequence[int]], *, pad_id: int = 0
@@ -93,9 +96,15 @@ def option_logits_cached(
     ``S + 1`` positions that predict option tokens only. The work is the token count itself: no padding,
     no K copies of a prefix KV cache, one forward's overhead. (A prefix forward with ``use_cache`` then a
     right-padded ``[K, T-1]`` batch on the repeated cache measured ~0.75x of the token-count ideal here.)
+
+    The block mask is a 4-D additive mask, which only the ``sdpa`` and ``eager`` attention implementations
+    apply as given; under another one (``flash_attention_2`` reads masks as 2-D padding) the options are
+    scored by :func:`option_logits_full`, which gives the same logits without a custom mask.
     """
     if prefix_embeds.dim() != 3 or prefix_embeds.shape[0] != 1:
         raise ValueError(f"prefix_embeds must be [1, P, D], got {tuple(prefix_embeds.shape)}")
+    if getattr(llm.config, "_attn_implementation", "sdpa") not in PACKED_MASK_ATTENTION:
+        return option_logits_full(llm, prefix_embeds, option_ids, pad_id=pad_id)
     num_prefix, device = prefix_embeds.shape[1], prefix_embeds.device  # P
     ids, mask = _pad_options(option_ids, pad_id, device)  # [K, T]
     lengths = [len(option) - 1 for option in option_ids]

@@ -262,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
             backend=args.backend,
             test_offsets=args.test_offsets,
             test_crops=args.test_crops,
-            ood_score=args.ood_score,
+            # --calibrate: the score is the calibration's to record (its Gaussian may not exist yet)
+            ood_score=None if args.calibrate else args.ood_score,
             dropout_samples=args.dropout_samples,
         )
     except Exception as err:  # noqa: BLE001 - any failure to load the model is a model error (exit 1)

@@ -130,7 +130,7 @@ def test_routine_scores_runs_and_spans_by_hand():
     assert runs_above(np.array([0, 3, 4, 0, 2, 0]), 1.9) == [(1, 3), (4, 5)]
     # windows of 16 frames every 8 frames at 8 fps: clip i stands for frames [4 + 8 i, 12 + 8 i)
     spans = clip_spans(np.arange(6) * 8, window=16, stride=8, fps=8.0, num_frames=50)
-    np.testing.assert_allclose(spans[:2], [[0.5, 1.5], [1.5, 2.5]])
+    np.testing.assert_allclose(spans[:2], [[0.0, 1.5], [1.5, 2.5]])  # the first clip reaches back to 0
     np.testing.assert_allclose(spans[-1], [5.5, 50 / 8])  # clipped to the routine's end
     found = detect("r", logits, spans, InferenceConfig())
     # class 0: threshold 9/6 + 0.1 (4 - 0) = 1.9 -> clips [1, 3) and [4, 5); scores 4 + 1.5, 2 + 1.5

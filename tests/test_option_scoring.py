@@ -127,3 +127,23 @@ def test_packed_option_mask_lets_each_option_see_the_prefix_and_its_own_past():
     assert mask.shape == (1, 1, 4, 4)
     assert allowed == [[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 0, 1]]  # option 1 never sees 0
     assert mask.min() == torch.finfo(torch.float32).min
+
+
+def test_attention_without_4d_masks_scores_by_full_forwards(setup, monkeypatch):
+    """Under an attention implementation that does not apply a 4-D mask as given (flash-attention reads a
+    2-D padding mask), the packed forward would let options see each other: the full forwards score them."""
+    from mllm import option_scoring
+
+    model, builder, video = setup
+    prefix = model.embed(torch.tensor([builder.encode(Turn(QUESTION)).input_ids]), video)
+    options = [builder.encode_answer(o) for o in OPTIONS]
+    calls = []
+    forward = model.llm.forward
+    monkeypatch.setattr(model.llm, "forward", lambda *a, **kw: calls.append(kw) or forward(*a, **kw))
+    packed, _, mask = option_logits_cached(model.llm, prefix, options)
+    assert model.llm.config._attn_implementation in option_scoring.PACKED_MASK_ATTENTION and len(calls) == 1
+    monkeypatch.setattr(option_scoring, "PACKED_MASK_ATTENTION", frozenset())  # as under flash-attention
+    calls.clear()
+    logits, _, _ = option_logits_cached(model.llm, prefix, options)
+    assert len(calls) == len(options) and all("attention_mask" not in kw for kw in calls)  # one per option
+    assert (packed[mask.bool()] - logits[mask.bool()]).abs().max() < 1e-4

@@ -205,6 +205,10 @@ def test_calibrate_with_a_reference_fits_the_feature_gaussian(
     assert "whose Gaussian" in _records(out)[0]["uncertainty"]["note"]
     with pytest.raises(SystemExit):
         predict_cli.main([*args, "--out", str(out), "--reference", clips])  # only with --calibrate
+    fresh = shutil.copytree(fitted_encoder, tmp_path / "fresh")  # the score named on a fresh export
+    named = ["--encoder", str(fresh), "--inputs", clips, "--quiet", "--calibrate", "--reference", clips]
+    assert predict_cli.main([*named, "--ood-score", "feature_distance"]) == 0
+    assert OutOfDomainCalibration.load(fresh).score == "feature_distance"
 
 
 def test_usage_and_model_errors_exit_code_1(tiny_encoder, clip_folder, tmp_path):

@@ -45,9 +45,11 @@ class InferenceConfig:
 
 def clip_spans(starts: np.ndarray, window: int, stride: int, fps: float, num_frames: int) -> np.ndarray:
     """Seconds ``[T, 2]`` each clip stands for: the ``stride`` frames around the centre of its window
-    ``[start, start + window)``, clipped to the routine (``num_frames`` frames at ``fps``)."""
+    ``[start, start + window)``, clipped to the routine (``num_frames`` frames at ``fps``); the first clip
+    reaches back to the routine's start and the last to its end, which no other clip covers."""
     centres = np.asarray(starts, dtype=np.float64) + window / 2.0
     spans = np.stack([centres - stride / 2.0, centres + stride / 2.0], axis=1)
+    spans[0, 0], spans[-1, 1] = 0.0, float(num_frames)
     return np.clip(spans, 0.0, float(num_frames)) / fps
 
 
