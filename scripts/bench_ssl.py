@@ -124,53 +124,73 @@ def previous_table(path: Path) -> dict:
         raise SystemExit(f"{path}: line {e.lineno}: not valid JSON ({e.msg}); fix or move it, or use --fresh")
 
 
-def run_entry(runs: dict[int, dict]) -> dict:
-    """A job's entry from its finished runs' metrics.json, keyed by seed."""
-    accs = {s: 100 * m["test"]["mean_class"] for s, m in runs.items()}
+FIGURES = ("minutes", "top1", *PAIR_KEYS, *SSL_STATS)  # seed means beside the mean class accuracy
+
+
+def seed_group(seed: int, metrics: dict) -> dict:
+    """One finished run as a group of one seed: its accuracy and its other figures (in %)."""
+    test = metrics["test"]
+    figures = {"minutes": metrics["minutes"], "top1": 100 * test["top1"]}
+    for key in PAIR_KEYS:
+        if test.get(key, {}).get("accuracy") is not None:
+            figures[key] = 100 * test[key]["accuracy"]
+    for key in SSL_STATS:  # None for supervised runs, absent in runs from before the figure existed
+        if metrics.get(key) is not None:
+            figures[key] = 100 * metrics[key]
+    return {"seeds": [seed], "runs": [100 * test["mean_class"]], "figures": figures}
+
+
+def entry_from_groups(groups: list[dict]) -> dict:
+    """A job's entry from groups of seeds (``seeds``, per-seed ``runs``, ``figures``: means over the group's
+    seeds): mean and std over every seed, each figure the seed-weighted mean where every group has it. The
+    groups are kept in the entry, so that seeds can be added to it later, exactly (:func:`add_seeds`)."""
+    accs = {seed: acc for g in groups for seed, acc in zip(g["seeds"], g["runs"], strict=True)}
     entry = {
         "mean": statistics.mean(accs.values()),
         "std": statistics.stdev(accs.values()) if len(accs) > 1 else 0.0,
         "runs": [accs[s] for s in sorted(accs)],
         "seeds": sorted(accs),
-        "minutes": statistics.mean(m["minutes"] for m in runs.values()),
-        "top1": statistics.mean(100 * m["test"]["top1"] for m in runs.values()),
     }
-    for key in PAIR_KEYS:
-        vals = [m["test"][key]["accuracy"] for m in runs.values() if key in m["test"]]
-        if vals and all(v is not None for v in vals):
-            entry[key] = 100 * statistics.mean(vals)
-    for key in SSL_STATS:  # None for supervised runs, absent in runs from before the figure existed
-        vals = [m.get(key) for m in runs.values()]
-        if all(v is not None for v in vals):
-            entry[key] = 100 * statistics.mean(vals)
+    for key in FIGURES:
+        if all(key in g["figures"] for g in groups):
+            entry[key] = sum(len(g["seeds"]) * g["figures"][key] for g in groups) / len(accs)
+    entry["groups"] = sorted(groups, key=lambda g: min(g["seeds"]))
     return entry
+
+
+def run_entry(runs: dict[int, dict]) -> dict:
+    """A job's entry from its finished runs' metrics.json, keyed by seed."""
+    return entry_from_groups([seed_group(seed, metrics) for seed, metrics in sorted(runs.items())])
+
+
+def groups_of(entry: dict) -> list[dict]:
+    """An entry's groups; an entry written before they were kept is one group of all its seeds."""
+    if "groups" in entry:
+        return entry["groups"]
+    figures = {key: entry[key] for key in FIGURES if key in entry}
+    return [{"seeds": entry["seeds"], "runs": entry["runs"], "figures": figures}]
 
 
 def add_seeds(job: str, previous: dict, new: dict) -> dict:
     """``new`` (an entry of runs under ``--runs``) with the seeds of ``previous`` (the existing JSON's entry)
-    that it does not have. Per-seed accuracies are kept in both, so mean and std are exact; the other
-    figures are seed means, combined weighted by seed count. A seed in both comes from ``new``; an entry
-    that holds such a seed beside others cannot be split (its figures are means) and is an error."""
-    old_seeds, new_seeds = set(previous["seeds"]), set(new["seeds"])
-    if old_seeds <= new_seeds:
+    that it does not have. Per-seed accuracies are kept, so mean and std are exact; the other figures are
+    seed-weighted means of the groups. A seed in both comes from ``new``; a group of several seeds of which
+    only some are new cannot be split (its figures are means over all of them) and is an error."""
+    new_seeds, kept = set(new["seeds"]), []
+    for group in groups_of(previous):
+        overlap = new_seeds & set(group["seeds"])
+        if overlap and overlap != set(group["seeds"]):
+            raise SystemExit(
+                f"{job}: --add-seeds cannot split the existing entry's seeds {sorted(group['seeds'])} (one group "
+                f"of means) around the new runs' seeds {sorted(new_seeds)}; run the missing seeds only, or "
+                "use --fresh"
+            )
+        if not overlap:
+            kept.append(group)
+    if not kept:
         return new
-    if old_seeds & new_seeds:
-        raise SystemExit(
-            f"{job}: --add-seeds cannot split the existing entry (seeds {sorted(old_seeds)}) around the new "
-            f"runs' seeds {sorted(new_seeds)}; run the missing seeds only, or use --fresh"
-        )
-    accs = dict(zip(previous["seeds"], previous["runs"], strict=True)) | dict(zip(new["seeds"], new["runs"]))
-    k_old, k_new = len(old_seeds), len(new_seeds)
-    entry = {
-        "mean": statistics.mean(accs.values()),
-        "std": statistics.stdev(accs.values()),
-        "runs": [accs[s] for s in sorted(accs)],
-        "seeds": sorted(accs),
-    }
-    for key in ("minutes", "top1", *PAIR_KEYS, *SSL_STATS):
-        if key in previous and key in new:
-            entry[key] = (k_old * previous[key] + k_new * new[key]) / (k_old + k_new)
-    entry["seeds_from_previous"] = sorted(set(previous.get("seeds_from_previous", [])) | old_seeds)
+    entry = entry_from_groups(kept + groups_of(new))
+    entry["seeds_from_previous"] = sorted(seed for g in kept for seed in g["seeds"])
     return entry
 
 
@@ -193,6 +213,10 @@ def aggregate(args: argparse.Namespace, previous: dict | None = None) -> dict:
             entry = run_entry(runs)
             if args.add_seeds and job in previous:
                 entry = add_seeds(job, previous[job], entry)
+            elif set(previous.get(job, {}).get("seeds", [])) - set(runs):
+                dropped = sorted(set(previous[job]["seeds"]) - set(runs))
+                print(f"[bench_ssl] {job}: seeds {dropped} of the existing entry have no run here and are "
+                      "dropped (--add-seeds keeps them)", file=sys.stderr)  # fmt: skip
         elif job in previous:
             entry = {**previous[job], "kept": True}
         else:

@@ -145,13 +145,33 @@ def test_add_seeds_extends_the_previous_entry_exactly(tmp_path, capsys):
     assert "| sefar@10 ‡ | 80.0 ± 10.0 | 3 |" in (tmp_path / "t.md").read_text()
 
 
-def test_add_seeds_refuses_to_split_an_entry_of_several_seeds(tmp_path, capsys):
+def test_add_seeds_again_and_again_keeps_every_seed(tmp_path, capsys):
     runs = tmp_path / "runs"
     for seed in (0, 1):
-        write_run(runs, "sefar@10", seed, 0.8)
+        write_run(runs, "sefar@10", seed, 0.8 + seed / 10, minutes=2.0 + seed)
     aggregate(tmp_path)
-    (runs / "sefar@10" / "seed1" / "metrics.json").unlink()
-    write_run(runs, "sefar@10", 2, 0.7)
+    for seed in (0, 1):
+        (runs / "sefar@10" / f"seed{seed}" / "metrics.json").unlink()
+    write_run(runs, "sefar@10", 2, 0.7, minutes=6.0)
+    first = aggregate(tmp_path, "--add-seeds")["sefar@10"]
+    write_run(runs, "sefar@10", 3, 0.6, minutes=4.0)  # another session adds seed 3: seed 2 is run again
+    second = aggregate(tmp_path, "--add-seeds")["sefar@10"]
+    assert first["seeds"] == [0, 1, 2] and second["seeds"] == [0, 1, 2, 3]
+    assert second["runs"] == pytest.approx([80.0, 90.0, 70.0, 60.0]) and second["minutes"] == pytest.approx(
+        3.75
+    )
+    assert aggregate(tmp_path, "--add-seeds")["sefar@10"] == second  # idempotent
+    (runs / "sefar@10" / "seed3" / "metrics.json").unlink()
+    assert aggregate(tmp_path)["sefar@10"]["seeds"] == [2]  # without --add-seeds: the runs here alone
+    assert "seeds [0, 1, 3] of the existing entry have no run here" in capsys.readouterr().err
+
+
+def test_add_seeds_refuses_to_split_a_group_of_several_seeds(tmp_path, capsys):
+    """An entry written before groups were kept is one group of means: it cannot lose one of its seeds."""
+    legacy = {"mean": 80.0, "std": 0.0, "runs": [80.0, 80.0], "seeds": [0, 1], "minutes": 2.0, "top1": 80.0}
+    (tmp_path / "t.json").write_text(json.dumps({"sefar@10": legacy}))
+    write_run(tmp_path / "runs", "sefar@10", 1, 0.7)
+    write_run(tmp_path / "runs", "sefar@10", 2, 0.7)
     with pytest.raises(SystemExit, match="cannot split"):
         aggregate(tmp_path, "--add-seeds")
     with pytest.raises(SystemExit):
