@@ -1,5 +1,6 @@
 """The run lifecycle (``sefar_encoder.runtime.lifecycle``) is the same under every trainer: one test,
-parametrised over the encoder, the MLLM stage and the backbone pretraining, each on a tiny config.
+parametrised over the encoder, the MLLM stage, the backbone pretraining and the element detector, each on a
+tiny config.
 
 SIGTERM during training writes a checkpoint and exits 143 (no metrics.json); ``--resume`` with a changed
 setting is refused (exit 1) and leaves the checkpoint alone; ``--resume`` with the same settings finishes
@@ -20,6 +21,8 @@ import torch
 from conftest import load_script
 from mllm_run_fixtures import write_config
 from synthgym_fixtures import TINY_PRETRAIN_YAML, tiny_cli_args
+from test_detection_train import args as detector_args
+from test_detection_train import planted_routines
 
 from sefar_encoder.runtime.checkpoint import latest_checkpoint
 
@@ -58,6 +61,11 @@ def pretrain_argv(request: pytest.FixtureRequest, run_dir: Path) -> list[str]:
     return ["--config", str(TINY_PRETRAIN_YAML), *overrides]
 
 
+def detector_argv(request: pytest.FixtureRequest, run_dir: Path) -> list[str]:
+    routines, features = planted_routines(run_dir.with_name(f"{run_dir.name}_data"))
+    return detector_args(routines, features, run_dir, "epochs=2")
+
+
 TRAINERS = {
     "encoder": Trainer("train_encoder", "supervised_step", nan_step_result, encoder_argv),
     "mllm": Trainer("train_mllm", "batch_nll", lambda loss: loss * float("nan"), mllm_argv),
@@ -66,6 +74,12 @@ TRAINERS = {
         "losses",
         lambda terms: {k: v * float("nan") for k, v in terms.items()},
         pretrain_argv,
+    ),
+    "detector": Trainer(
+        "train_detector",
+        "haan_losses",
+        lambda terms: {k: v * float("nan") for k, v in terms.items()},
+        detector_argv,
     ),
 }
 
