@@ -16,8 +16,11 @@ messages; unexpected exceptions are logged and reported as a generic message, ne
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
+import os
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -35,6 +38,7 @@ from mllm.demo_uploads import DemoLimits, Example, check_upload, file_digest, us
 from mllm.encoders import VideoEncoder
 from sefar_encoder.decoding import DecodeError
 from sefar_encoder.prediction import ClipPrediction, Predictor
+from sefar_encoder.runtime.atomic import write_atomic
 from sefar_encoder.sampling import fine_views
 
 log = logging.getLogger(__name__)
@@ -86,6 +90,21 @@ def _enlarge(frame: np.ndarray) -> np.ndarray:
     """Nearest-neighbour enlargement of a small frame, so the gallery shows pixels, not blur."""
     factor = int(np.ceil(MIN_DISPLAY_SIDE / max(1, min(frame.shape[:2]))))
     return frame if factor <= 1 else frame.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def frame_file(frame: np.ndarray) -> str:
+    """``frame`` as a PNG named by its content in the app's temporary folder, written under a temporary name
+    and renamed. The gallery gets paths, not arrays: gradio caches an array by rewriting a file named by its
+    content in place, so two visitors analysing the same clip at once could download a half-written image."""
+    from PIL import Image  # gradio's own dependency
+
+    pixels = np.ascontiguousarray(frame, dtype=np.uint8)
+    digest = hashlib.sha256(f"{pixels.shape}".encode() + pixels.tobytes()).hexdigest()[:32]
+    path = Path(os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir()) / "frames" / f"{digest}.png"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
+    return str(path)
 
 
 def short_clip_warning(frames: int, views: tuple[int, ...]) -> str:
@@ -221,13 +240,13 @@ class DemoHandlers:
             status += f"  \nSynthGym example, true element **{self.names[label]}**: {verdict}."
         return gallery, top, rows, status
 
-    def gallery(self, prediction: ClipPrediction) -> list[tuple[np.ndarray, str]]:
+    def gallery(self, prediction: ClipPrediction) -> list[tuple[str, str]]:
         """The frames of each view, captioned with the view, its level and the frame index."""
         views = self.predictor.views
         items = []
         for v, (frames, indices) in enumerate(zip(prediction.frames or [], prediction.frame_indices)):
             name = f"v{v + 1} {_view_level(views, v)}".strip()
-            items += [(_enlarge(f), f"{name} · f{i}") for f, i in zip(frames, indices)]
+            items += [(frame_file(_enlarge(f)), f"{name} · f{i}") for f, i in zip(frames, indices)]
         return items
 
     def chat_turn(
