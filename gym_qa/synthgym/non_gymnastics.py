@@ -14,9 +14,8 @@ render style, camera, frame size and frame rate. Four kinds (:data:`KINDS`)::
 
 ``standing`` goes through the data set's own drawing (:func:`~gym_qa.synthgym.render.render` of a pose
 track that stands); the other kinds draw the same layers (wall with gradient, clutter with parallax, floor,
-apparatus, then noise, contrast and brightness) with the same primitives
-(:func:`~gym_qa.synthgym.render.box_coverage`, :func:`~gym_qa.synthgym.render.capsule_coverage`) in
-:func:`draw_scene`, since ``render`` always draws an athlete. The camera of those kinds is the one
+apparatus: :func:`~gym_qa.synthgym.render.draw_scene`, the layers ``render`` draws behind its athlete),
+then their moving shapes with the same primitives, then noise, contrast and brightness. The camera of those kinds is the one
 ``render`` would choose for someone standing at the clip's position (``render.choose_camera``), so an empty
 scene is framed as the standing clip of the same seed. Nothing here changes how data sets are generated.
 
@@ -38,7 +37,7 @@ from gym_qa.synthgym.elements import CATALOGUE, EVENTS
 from gym_qa.synthgym.nuisance import Nuisance, sample_nuisance
 from gym_qa.synthgym.pose_tracks import MAX_FRAMES, MIN_FRAMES, PoseTrack, standing_hip_height
 from gym_qa.synthgym.poses import FPS, GROUND, STAND
-from gym_qa.synthgym.render import Camera, box_coverage, capsule_coverage, choose_camera, render
+from gym_qa.synthgym.render import Camera, box_coverage, capsule_coverage, choose_camera, draw_scene, render
 from gym_qa.synthgym.writer import write_mp4
 
 KINDS: tuple[str, ...] = ("empty", "ball", "shapes", "standing")
@@ -135,45 +134,6 @@ def scene_camera(
     return choose_camera(lo, hi, app, nz, nz.facing, width, height, camera)
 
 
-def draw_scene(app: Apparatus, nz: Nuisance, cam: Camera, num_frames: int) -> np.ndarray:
-    """The layers ``render`` draws behind the athlete (wall, clutter, floor, apparatus) as float32
-    (T, H, W, 3), before noise and contrast (:func:`finish`)."""
-    t, height, width, f = num_frames, cam.height, cam.width, nz.facing
-    rows = np.linspace(-1.0, 1.0, height, dtype=np.float32)[:, None, None]
-    wall = np.asarray(nz.background, np.float32) * (1.0 + nz.gradient * rows)
-    img = np.broadcast_to(wall, (height, width, 3)).astype(np.float32)[None].repeat(t, 0)
-    gx = np.arange(width, dtype=np.float32) + 0.5
-    gy = np.arange(height, dtype=np.float32) + 0.5
-
-    def box(x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray, colour) -> None:
-        a = box_coverage(x0, y0, x1, y1, gx, gy)  # (T, H, W)
-        img[...] += a[..., None] * (np.asarray(colour, np.float32) - img)
-
-    for c in nz.clutter:
-        wx = c.x + 0.4 * cam.cx  # parallax as in render: the wall moves 60 % less than the scene
-        box(*cam.to_px(wx, np.full(t, c.y)), *cam.to_px(wx + c.w, np.full(t, c.y + c.h)), c.colour)
-    box(
-        *cam.to_px(cam.cx - 100, np.full(t, -0.3)),
-        *cam.to_px(cam.cx + 100, np.full(t, -50.0)),
-        nz.floor_colour,
-    )
-    tint = np.asarray(nz.apparatus_tint, np.float32)
-    for b in app.boxes:
-        colour = np.clip(np.asarray(b.colour, np.float32) * tint, 0, 255)
-        box(
-            *cam.to_px(np.full(t, f * b.x0), np.full(t, b.y0)),
-            *cam.to_px(np.full(t, f * b.x1), np.full(t, b.y1)),
-            colour,
-        )
-    for seg in app.segments:
-        a0 = np.stack(cam.to_px(np.full(t, f * seg.x0), np.full(t, seg.y0)), -1)  # (T, 2)
-        a1 = np.stack(cam.to_px(np.full(t, f * seg.x1), np.full(t, seg.y1)), -1)
-        a = capsule_coverage(a0, a1, np.maximum(seg.r * cam.s, 0.45), gx[None, None, :], gy[None, :, None])
-        colour = np.clip(np.asarray(seg.colour, np.float32) * tint, 0, 255)
-        img += a[..., None] * (colour - img)
-    return img
-
-
 def draw_discs(img: np.ndarray, centres: np.ndarray, radius: np.ndarray, colour) -> None:
     """Paint discs, centres (T, 2) and radius (T,) in pixels, onto float frames (T, H, W, 3) in place."""
     _, height, width, _ = img.shape
@@ -234,7 +194,7 @@ def render_non_gymnastics(
         raise ValueError(f"H.264 (yuv420p) needs even frame sizes, got {width}x{height}")
     app = apparatus_for(spec.event)
     cam = scene_camera(app, nz, t, width, height, camera)
-    img = draw_scene(app, nz, cam, t)
+    img, _ = draw_scene(app, nz, cam, t, cam.height, cam.width)
     moving = []
     if spec.kind == "ball":
         centre = _ball_path(rng, t, cam)

@@ -167,26 +167,12 @@ def choose_camera(
     return Camera(cx=cx, cy=cy, s=s, width=width, height=height)
 
 
-def render(
-    track: PoseTrack, nz: Nuisance, width: int = 64, height: int = 64, camera: str = "scene"
-) -> RenderedClip:
-    """Draw one clip with the ``camera`` of :data:`CAMERAS`. Deterministic given the track and the
-    nuisance (pixel noise is seeded by it)."""
-    if width % 2 or height % 2:
-        raise ValueError(f"H.264 (yuv420p) needs even frame sizes, got {width}x{height}")
-    if camera not in CAMERAS:
-        raise ValueError(f"unknown camera {camera!r}; choose one of {CAMERAS}")
-    t = track.num_frames
+def draw_scene(
+    app: Apparatus, nz: Nuisance, cam: Camera, t: int, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The layers behind the athlete as float32 frames ``(T, H, W, 3)`` and the apparatus' coverage
+    ``(T, H, W)``: wall with a vertical gradient, clutter with parallax, arena floor, apparatus (tinted)."""
     f = nz.facing
-    app = apparatus_for(track.element.event)
-    caps = capsules(track.fk, np.column_stack([track.x, track.y]), track.twist, nz.body)
-    front = track.fk["front"]  # (T, 3) chest normal in the facing frame
-    p0 = caps.p0[..., :2] * np.array([f, 1.0])
-    p1 = caps.p1[..., :2] * np.array([f, 1.0])
-    lo = np.minimum(p0, p1) - caps.radius[..., None]
-    hi = np.maximum(p0, p1) + caps.radius[..., None]
-    cam = choose_camera(lo.min(1), hi.max(1), app, nz, f, width, height, camera)
-
     # Background: wall with a vertical gradient, clutter with parallax, arena floor below the mats.
     # Each layer is composited only inside the rows/columns it can touch (the costly part is the
     # per-pixel blend, not the coverage).
@@ -251,6 +237,31 @@ def render(
         img[:, rs, cs] += a[..., None] * (colour - img[:, rs, cs])
         np.maximum(app_alpha[:, rs, cs], a, out=app_alpha[:, rs, cs])
 
+    return img, app_alpha
+
+
+def render(
+    track: PoseTrack, nz: Nuisance, width: int = 64, height: int = 64, camera: str = "scene"
+) -> RenderedClip:
+    """Draw one clip with the ``camera`` of :data:`CAMERAS`. Deterministic given the track and the
+    nuisance (pixel noise is seeded by it)."""
+    if width % 2 or height % 2:
+        raise ValueError(f"H.264 (yuv420p) needs even frame sizes, got {width}x{height}")
+    if camera not in CAMERAS:
+        raise ValueError(f"unknown camera {camera!r}; choose one of {CAMERAS}")
+    t = track.num_frames
+    f = nz.facing
+    app = apparatus_for(track.element.event)
+    caps = capsules(track.fk, np.column_stack([track.x, track.y]), track.twist, nz.body)
+    front = track.fk["front"]  # (T, 3) chest normal in the facing frame
+    p0 = caps.p0[..., :2] * np.array([f, 1.0])
+    p1 = caps.p1[..., :2] * np.array([f, 1.0])
+    lo = np.minimum(p0, p1) - caps.radius[..., None]
+    hi = np.maximum(p0, p1) + caps.radius[..., None]
+    cam = choose_camera(lo.min(1), hi.max(1), app, nz, f, width, height, camera)
+
+    img, app_alpha = draw_scene(app, nz, cam, t, height, width)
+
     # Athlete, back to front in per-frame depth order, inside a per-frame crop around its box.
     q0 = np.stack(cam.to_px(p0[..., 0], p0[..., 1]), -1)  # (T, P, 2)
     q1 = np.stack(cam.to_px(p1[..., 0], p1[..., 1]), -1)
@@ -301,6 +312,7 @@ def render(
         img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(nz.noise_sigma)
     img = img * np.float32(nz.contrast) + np.float32(nz.brightness)
     frames = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    tint = np.asarray(nz.apparatus_tint, np.float32)
     main = np.clip(np.asarray(app.main_colour) * tint * nz.contrast + nz.brightness, 0, 255)
     return RenderedClip(
         frames=frames,
