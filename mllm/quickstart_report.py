@@ -13,7 +13,9 @@ from mllm.gymqa_experiment import MODES, read_json
 from sefar_encoder.runtime.atomic import write_atomic, write_text_atomic
 from sefar_encoder.runtime.machine import machine_info
 
-ENCODERS = ("sefar", "framepool")
+# The MLLM's video encoders, SeFAR first: its two baselines are the frame backbone it started from, fed as
+# video-LLMs feed CLIP frames (frameseq: per-frame tokens in time order) and averaged over time (framepool).
+ENCODERS = ("sefar", "frameseq", "framepool")
 MODE_TITLES = {
     "generate": "generate (answer text)",
     "generate_form": "generate, read as the trained form",
@@ -165,31 +167,40 @@ def write_report(summary: dict[str, Any], path: Path) -> None:
     setup = (
         f"Tiny LLM + projector (stage A) + LoRA (stage B), trained on the labeled clips only (stage B "
         f"questions: {', '.join(qa['train_types'])}); evaluated on "
-        f"{qa['questions']} test questions ({counts}; {qa['distractors']} distractors). `framepool` is the "
-        "frame-pretrained image backbone SeFAR started from, averaged over time (order-blind); "
-        "`classifier4` answers the element-name questions with SeFAR's own classifier restricted to the "
-        "4 options (no LLM)."
+        f"{qa['questions']} test questions ({counts}; {qa['distractors']} distractors). The baselines are "
+        "the frame-pretrained image backbone SeFAR started from, fed as video-LLMs feed CLIP frames: "
+        "`frameseq` (each frame's tokens pooled, in time order with a frame-index code: the LLM can see "
+        "order) and `framepool` (averaged over time: order-blind); `classifier4` answers the element-name "
+        "questions with SeFAR's own classifier restricted to the 4 options (no LLM)."
     )
-    lines += ["## 2. Video MLLM on Gym-QA: SeFAR features vs frame-pool features", "", setup, ""]
-    lines += ["| mode | sefar % | framepool % | difference (points) |", "|---|---|---|---|"]
+    lines += ["## 2. Video MLLM on Gym-QA: SeFAR features vs the frame backbone's", "", setup, ""]
+    baselines = ENCODERS[1:]
+    lines += [
+        "| mode | "
+        + " | ".join(f"{e} %" for e in ENCODERS)
+        + " | "
+        + " | ".join(f"sefar − {b} (points)" for b in baselines)
+        + " |",
+        "|---|" + "---|" * (len(ENCODERS) + len(baselines)),
+    ]
     for mode in MODES:
-        s = results["sefar"]["accuracy"].get(mode)
-        f = results["framepool"]["accuracy"].get(mode)
-        if s is None and f is None:  # a mode this run did not evaluate
+        acc = {e: results[e]["accuracy"].get(mode) for e in ENCODERS}
+        if all(a is None for a in acc.values()):  # a mode this run did not evaluate
             continue
-        diff = "–" if s is None or f is None else f"{s - f:+.1f}"
-        lines.append(f"| {MODE_TITLES[mode]} | {pct(s)} | {pct(f)} | {diff} |")
+        s = acc["sefar"]
+        diffs = ["–" if s is None or acc[b] is None else f"{s - acc[b]:+.1f}" for b in baselines]
+        cells = [pct(acc[e]) for e in ENCODERS] + diffs
+        lines.append(f"| {MODE_TITLES[mode]} | {' | '.join(cells)} |")
     lines += [
         "",
         "Accuracy per answer type (likelihood mode):",
         "",
-        "| answer type | sefar % | framepool % |",
+        "| answer type | " + " | ".join(f"{e} %" for e in ENCODERS) + " |",
+        "|---|" + "---|" * len(ENCODERS),
     ]
-    lines.append("|---|---|---|")
-    sefar_types = results["sefar"]["per_answer_type"]["likelihood"]
-    pool_types = results["framepool"]["per_answer_type"]["likelihood"]
-    for t in sefar_types:
-        lines.append(f"| {t} | {pct(sefar_types[t])} | {pct(pool_types.get(t))} |")
+    by_type = {e: results[e]["per_answer_type"]["likelihood"] for e in ENCODERS}
+    for t in by_type["sefar"]:
+        lines.append(f"| {t} | " + " | ".join(pct(by_type[e].get(t)) for e in ENCODERS) + " |")
     lines += ["", "![Gym-QA accuracy per answer type](gymqa_accuracy.png)", ""]
 
     paths = summary["paths"]
@@ -234,7 +245,7 @@ def pair_table(enc: dict[str, Any], control: dict[str, Any]) -> list[str]:
 
 
 def plot_gymqa(summary: dict[str, Any], path: Path) -> None:
-    """Grouped bars: Gym-QA accuracy per answer type and overall, SeFAR vs frame pool, per MLLM mode."""
+    """Grouped bars: Gym-QA accuracy per answer type and overall, one bar per encoder, per MLLM mode."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers and CI
@@ -249,8 +260,9 @@ def plot_gymqa(summary: dict[str, Any], path: Path) -> None:
         for k, encoder in enumerate(ENCODERS):
             r = results[encoder]
             values = [r["accuracy"][mode]] + [r["per_answer_type"][mode].get(t) for t in types]
-            xs = [i + (k - 0.5) * 0.38 for i in range(len(groups))]
-            ax.bar(xs, [v if v is not None else 0 for v in values], width=0.38, label=encoder)
+            width = 0.8 / len(ENCODERS)
+            xs = [i + (k - (len(ENCODERS) - 1) / 2) * width for i in range(len(groups))]
+            ax.bar(xs, [v if v is not None else 0 for v in values], width=width, label=encoder)
         ax.set_xticks(range(len(groups)), groups)
         ax.set_ylim(0, 100)
         ax.set_ylabel("test accuracy (%)")
@@ -331,6 +343,11 @@ def readme_block(fig: dict[str, Any]) -> str:
         (f"{enc['method']} @ {enc['label_rate']} %", enc, fig["gymqa"]["sefar"]),
         ("order-blind control (frame pool)", control, fig["gymqa"]["framepool"]),
     ]
+    if "frameseq" in fig["gymqa"]:  # an MLLM-only baseline: no encoder of its own was trained
+        no_encoder = {"test_mean_class": None, "pairs": dict.fromkeys(names)}
+        rows.insert(
+            1, ("frame sequence (backbone frames in order, MLLM only)", no_encoder, fig["gymqa"]["frameseq"])
+        )
     for label, run, qa in rows:
         cells = " | ".join(pct(run["pairs"][n]) for n in names)
         qa_cells = f"{pct(qa.get('likelihood'))} | {pct(qa.get('generate'))}"
@@ -338,7 +355,13 @@ def readme_block(fig: dict[str, Any]) -> str:
     note = (
         "A pair column is the accuracy at telling the two members of a fine-grained pair apart (50 % = cannot "
         "tell). The Gym-QA columns are the same MLLM on each encoder's features (the control row: the frame "
-        "backbone's features averaged over time, the `mllm_framepool` stage)."
+        "backbone's features averaged over time, the `mllm_framepool` stage"
+        + (
+            "; the frame sequence row: its per-frame tokens in time order, `mllm_frameseq`"
+            if len(rows) > 2
+            else ""
+        )
+        + ")."
     )
     lines += ["", note, README_END]
     return "\n".join(lines)

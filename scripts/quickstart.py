@@ -27,12 +27,16 @@ Stages (each skipped when its output exists — re-running continues where a run
   mllm_framepool  the same on the order-blind baseline: the frame-pretrained backbone the encoder
                   started from, mean-pooled over time (docs/DESIGN.md §Video encoders)
                                                                     <out>/mllm_framepool/result.json
+  mllm_frameseq   the same on the image-encoder baseline as video-LLMs use CLIP: that backbone's per-frame
+                  tokens, pooled per frame, in time order with a frame-index code (the LLM can see order)
+                                                                     <out>/mllm_frameseq/result.json
   report          <out>/summary.json (every number, read from the stages' metrics files) and
                   <out>/report.md (rendered from summary.json only) with the plots         report.md
 
 The report shows: the encoder's semi-supervised training curves and test accuracy (mean class, the
 forward/backward and twist pairs) beside the order-blind control's, its most confused element pairs and confusion matrix, and the Gym-QA
-accuracy of the MLLM on SeFAR features vs on frame-pool features, overall and per answer type.
+accuracy of the MLLM on SeFAR features vs on the frame backbone's features (frame sequence and frame pool),
+overall and per answer type.
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ from mllm.gymqa_experiment import (
     write_json,
 )
 from mllm.language_model import MICRO_TINY_LLM, TinyLLMConfig
-from mllm.quickstart_report import Layout, build_summary, pct, plot_gymqa, write_report
+from mllm.quickstart_report import ENCODERS, Layout, build_summary, pct, plot_gymqa, write_report
 from sefar_encoder import frame_pretraining
 from sefar_encoder.runtime.config import load_config, to_dict
 from sefar_encoder.training_config import EncoderTrainConfig
@@ -82,6 +86,7 @@ STAGES: tuple[str, ...] = (
     "questions",
     "mllm_sefar",
     "mllm_framepool",
+    "mllm_frameseq",
     "report",
 )
 CONFIGS = {
@@ -194,7 +199,7 @@ def stage_questions(lay: Layout, args: argparse.Namespace, force: bool) -> bool:
 
 def make_job(lay: Layout, args: argparse.Namespace, encoder: str) -> GymQAJob:
     rate = read_label_rate(args)
-    weights = lay.encoder if encoder == "sefar" else backbone_dir(lay, args)
+    weights = lay.encoder if encoder == "sefar" else backbone_dir(lay, args)  # frame baselines: the backbone
     return GymQAJob(
         encoder=encoder,
         weights=str(weights),
@@ -244,6 +249,7 @@ STAGE_FUNCTIONS: dict[str, Callable[[Layout, argparse.Namespace, bool], bool]] =
     "questions": stage_questions,
     "mllm_sefar": stage_mllm("sefar"),
     "mllm_framepool": stage_mllm("framepool"),
+    "mllm_frameseq": stage_mllm("frameseq"),
     "report": stage_report,
 }
 
@@ -328,8 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     acc = read_json(lay.summary)["gymqa"]["results"]
     print(
         f"quickstart done in {minutes:.1f} min: report {lay.report}, encoder {lay.encoder}, MLLM {lay.mllm} "
-        f"(Gym-QA likelihood: sefar {pct(acc['sefar']['accuracy']['likelihood'])} % vs framepool "
-        f"{pct(acc['framepool']['accuracy']['likelihood'])} %)"
+        "(Gym-QA likelihood: "
+        + ", ".join(f"{e} {pct(acc[e]['accuracy']['likelihood'])} %" for e in ENCODERS)
+        + ")"
     )
     return 0
 

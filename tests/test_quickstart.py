@@ -21,7 +21,7 @@ from mllm_run_fixtures import write_config
 from synthgym_fixtures import TINY_OVERRIDES
 
 from mllm.gymqa_experiment import GymQAJob
-from mllm.quickstart_report import MODE_TITLES
+from mllm.quickstart_report import ENCODERS, MODE_TITLES
 
 pytest_plugins = ["mllm_run_fixtures", "synthgym_fixtures", "tiny_llm_fixtures"]
 bench = load_script("bench_gymqa")
@@ -98,13 +98,15 @@ def tiny_configs(folder: Path) -> dict[str, Path]:
 
 
 def report_numbers(report: str) -> dict[str, float]:
-    """The mode rows of report.md's SeFAR vs framepool table: {mode: (sefar %, framepool %)}; the quickstart
-    evaluates generate, likelihood and classifier4 (no row for a mode it did not run)."""
+    """The mode rows of report.md's encoder table: {mode: {encoder: %}} in ENCODERS' order (sefar, frameseq,
+    framepool); the quickstart evaluates generate, likelihood and classifier4 (no row for a mode it did not
+    run)."""
     rows = {}
+    cell = r" \| ([\d.–]+)"
     for mode, title in MODE_TITLES.items():
-        m = re.search(rf"^\| {re.escape(title)} \| ([\d.–]+) \| ([\d.–]+) \|", report, re.MULTILINE)
+        m = re.search(rf"^\| {re.escape(title)}{cell * len(ENCODERS)} \|", report, re.MULTILINE)
         if m:
-            rows[mode] = tuple(None if v == "–" else float(v) for v in m.groups())
+            rows[mode] = {e: None if v == "–" else float(v) for e, v in zip(ENCODERS, m.groups())}
     assert set(rows) == {"generate", "likelihood", "classifier4"}, sorted(rows)
     return rows
 
@@ -136,13 +138,13 @@ def test_quickstart_on_synthgym_tiny(synthgym_tiny, tmp_path, capsys):
     # every number of the report is the metrics files'
     report = (run / "report.md").read_text()
     summary = json.loads((run / "summary.json").read_text())
-    for mode, (sefar, pool) in report_numbers(report).items():
-        for encoder, shown in (("sefar", sefar), ("framepool", pool)):
+    for mode, shown_by_encoder in report_numbers(report).items():
+        for encoder, shown in shown_by_encoder.items():
             result = json.loads((run / f"mllm_{encoder}" / "result.json").read_text())
             step, key = {"generate": ("eval", "text"), "likelihood": ("eval", "nll_sum")}.get(
                 mode, ("classifier4", "nll_sum")
             )
-            if encoder == "framepool" and mode == "classifier4":
+            if encoder != "sefar" and mode == "classifier4":  # the baselines have no classifier
                 assert shown is None
                 continue
             evaluator = json.loads((run / f"mllm_{encoder}" / step / "report.json").read_text())
@@ -159,7 +161,7 @@ def test_quickstart_on_synthgym_tiny(synthgym_tiny, tmp_path, capsys):
     assert float(control_row[1]) == round(100 * control["test"]["mean_class"], 1)
 
     # a second run skips every stage (the report is rebuilt from the same files)
-    runs = ("encoder_run", "control_run", "mllm_sefar", "mllm_framepool")
+    runs = ("encoder_run", "control_run", "mllm_sefar", "mllm_framepool", "mllm_frameseq")
     before = {p: t for name in runs for p, t in mtimes(run / name).items()}
     assert quickstart.main(argv) == 0
     stages = json.loads((run / "stages.json").read_text())

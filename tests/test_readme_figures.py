@@ -28,6 +28,7 @@ def summary() -> dict:
         "control": {"method": "framepool", "test": {"mean_class": 0.61},
                     "pairs": {"pairs_direction": {"accuracy": 0.5}, "pairs_twists": {"accuracy": 0.8}}},
         "gymqa": {"results": {"sefar": {"accuracy": {"likelihood": 71.0, "generate": 55.5}},
+                              "frameseq": {"accuracy": {"likelihood": 52.0, "generate": 48.0}},
                               "framepool": {"accuracy": {"likelihood": 40.25}}}},
     }  # fmt: skip
 
@@ -48,6 +49,7 @@ def test_block_from_a_summary_and_gnu_time(tmp_path):
     assert "took 10.0–12.6 min over 2 runs wall" in block and "peak RSS 1.89 GB" in block
     assert "| sefar @ 20 % | 92.7 | 93.8 | – | 71.0 | 55.5 |" in block
     assert "| order-blind control (frame pool) | 61.0 | 50.0 | 80.0 | 40.2 | – |" in block
+    assert "| frame sequence (backbone frames in order, MLLM only) | – | – | – | 52.0 | 48.0 |" in block
     assert "12 synthetic SynthGym elements" in block
 
 
