@@ -75,6 +75,7 @@ from mllm.gymqa_experiment import (
     write_json,
 )
 from mllm.training_config import MLLMTrainConfig
+from sefar_encoder.runtime.atomic import write_atomic, write_text_atomic
 from sefar_encoder.runtime.config import ConfigError, parse_overrides
 from sefar_encoder.runtime.machine import machine_info
 
@@ -249,7 +250,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="aggregated JSON (default: <runs>/gymqa_bench.json; the committed figures are "
         "docs/results/gymqa_bench.json, written only when named here)",
     )
-    p.add_argument("--markdown-out", default=None, help="also write the Markdown table here")
+    p.add_argument("--markdown-out", default=None, help="also write the Markdown tables here")
+    p.add_argument(
+        "--plot-out",
+        default=None,
+        help="also plot accuracy per question type per encoder (likelihood and letter modes) to this PNG",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
@@ -397,6 +403,55 @@ def markdown(table: dict) -> str:
     return "\n".join(lines)
 
 
+def per_type_markdown(table: dict) -> str:
+    """Accuracy per answer type (mean over seeds), a row per encoder @ mode: where temporal features matter."""
+    entries = {k: e for k, e in table.items() if "@" in k and e.get("per_answer_type")}
+    types = list(dict.fromkeys(t for e in entries.values() for t in e["per_answer_type"]))
+    lines = [
+        "| encoder @ mode | " + " | ".join(f"{t} %" for t in types) + " |",
+        "|---|" + "---|" * len(types),
+    ]
+    for key, e in entries.items():
+        cells = [f"{e['per_answer_type'][t]:.1f}" if t in e["per_answer_type"] else "–" for t in types]
+        lines.append(f"| {key.replace('@', ' @ ')} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def plot_per_type(table: dict, path: Path, modes: tuple[str, ...] = ("likelihood", "letter")) -> None:
+    """Grouped bars, one panel per mode: accuracy per question type (and overall) for each encoder, with
+    the seeds' spread of the overall accuracy as an error bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    encoders = list(dict.fromkeys(key.split("@")[0] for key in table if "@" in key))
+    modes = tuple(m for m in modes if any(f"{e}@{m}" in table for e in encoders))
+    if not modes:
+        raise ExperimentError(f"no finished job has a {' or '.join(modes)} result to plot")
+    fig, axes = plt.subplots(1, len(modes), figsize=(6.5 * len(modes), 3.8), squeeze=False)
+    for ax, mode in zip(axes[0], modes):
+        rows = [(e, table[f"{e}@{mode}"]) for e in encoders if f"{e}@{mode}" in table]
+        types = list(dict.fromkeys(t for _, r in rows for t in r["per_answer_type"]))
+        groups = ["overall", *types]
+        width = 0.8 / len(rows)
+        for k, (encoder, r) in enumerate(rows):
+            values = [r["mean"]] + [r["per_answer_type"].get(t, 0.0) for t in types]
+            xs = [i + (k - (len(rows) - 1) / 2) * width for i in range(len(groups))]
+            errors = [r["std"]] + [0.0] * len(types)
+            ax.bar(
+                xs, values, width=width, yerr=errors, capsize=2, label=f"{encoder} ({len(r['runs'])} seeds)"
+            )
+        ax.set_xticks(range(len(groups)), groups)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"Gym-QA on SynthGym bench, {mode} mode")
+        ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
@@ -413,13 +468,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     json_out = Path(args.json_out or Path(args.runs) / "gymqa_bench.json")
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(table, indent=1) + "\n")
-    md = markdown(table)
+    write_json(json_out, table)
+    md = markdown(table) + "\n\nAccuracy per answer type (mean over seeds):\n\n" + per_type_markdown(table)
     if args.markdown_out:
-        Path(args.markdown_out).write_text(md + "\n")
+        write_text_atomic(Path(args.markdown_out), md + "\n")
+    if args.plot_out:
+        plot_per_type(table, Path(args.plot_out))
     print(md)
-    print(f"-> {json_out}")
+    print(f"-> {json_out}" + (f", {args.plot_out}" if args.plot_out else ""))
     return 0
 
 

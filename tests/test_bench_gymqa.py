@@ -99,7 +99,9 @@ def test_table_from_the_jobs_reports_and_resume(bench_args, tmp_path, capsys):
     before = {p: p.stat().st_mtime_ns for p in watched}
 
     # seed 1 for sefar: the seed-0 jobs are found done and not run again
-    assert bench.main([*bench_args, "--seeds", "0", "1", "--encoders", "sefar"]) == 0
+    plot = tmp_path / "per_type.png"
+    assert bench.main([*bench_args, "--seeds", "0", "1", "--encoders", "sefar", "--plot-out", str(plot)]) == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert {p: p.stat().st_mtime_ns for p in watched} == before
     skipped = json.loads((runs / "sefar" / "seed0" / "result.json").read_text())["seconds"]
     assert list(skipped) == ["features", "align", "instruct", "eval", "letter", "classifier4"]
@@ -130,7 +132,18 @@ def test_table_from_the_jobs_reports_and_resume(bench_args, tmp_path, capsys):
     assert table["sefar@classifier4"]["runs"][0] == table["sefar@classifier4"]["runs"][1]
     assert {"cpu", "threads", "torch", "date"} <= set(table["machine"])
     assert table["command"].startswith("python scripts/bench_gymqa.py") and "--seeds 0 1" in table["command"]
-    assert "| sefar @ likelihood |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| sefar @ likelihood |" in out
+    # the per-type table: one column per answer type, the entry's figures
+    lines = out.splitlines()
+    headers = [i for i, line in enumerate(lines) if line.startswith("| encoder @ mode |")]
+    header = lines[headers[1]]  # after the accuracy table's
+    columns = [c.strip().removesuffix(" %") for c in header.strip("|").split("|")[1:]]
+    assert set(columns) == {t for k, e in table.items() if "@" in k for t in e["per_answer_type"]}
+    row = next(line for line in lines[headers[1] :] if line.startswith("| frameseq @ letter | "))
+    cells = [c.strip() for c in row.strip("|").split("|")[1:]]
+    shown = dict(zip(columns, cells))
+    assert all(shown[t] == f"{a:.1f}" for t, a in table["frameseq@letter"]["per_answer_type"].items())
     letters = [
         json.loads(line)["text"]
         for line in (runs / "frameseq" / "seed0" / "letter" / "predictions.jsonl").open()
