@@ -9,13 +9,20 @@ one decode per clip in :mod:`mllm.demo_models`, limits, folders and upload check
     predictor = Predictor("runs/quickstart/encoder")
     chat, video_encoder = load_chat(mllm_dir, predictor, "runs/quickstart/encoder")   # optional
     examples = copy_examples(read_inputs("data/synthgym-tiny/test.csv"), predictor, dirs.examples)
-    demo = build_demo(predictor, chat, examples=examples, limits=DemoLimits(), video_encoder=video_encoder)
+    detector = load_routine_detector("runs/detector/detector", predictor.model)   # optional: routine tab
+    demo = build_demo(predictor, chat, examples=examples, limits=DemoLimits(), video_encoder=video_encoder,
+                      detector=detector)
     launch_demo(demo, dirs, DemoLimits(), host="127.0.0.1", port=7860)
+
+The page has two tabs: "Clip" (the above) and "Routine" (:mod:`mllm.demo_routine`: upload a whole routine →
+the element detector's segments on a timeline and in a table; pick a segment and ask the MLLM about it).
 
 Endpoints (also what ``gradio_client`` calls): ``/analyze`` (video → frames gallery, top-5 label, table,
 status), ``/chat`` (message, history, video → streamed history, cleared textbox), ``/quiz`` (video →
-question, the MLLM's answer and the truth as Markdown). Each takes the clip itself, so no hidden session
-state is needed.
+question, the MLLM's answer and the truth as Markdown), ``/detect_routine`` (routine video → timeline image,
+table, segment choices, status), ``/ask_segment`` (routine video, segment ``"<start>-<end>"`` seconds,
+question → the MLLM's answer as Markdown). Each takes the video itself, so no hidden session state is
+needed.
 
 What a visitor can reach, and why:
 - The server binds 127.0.0.1 unless told otherwise; a public share link only with ``share=True``.
@@ -54,8 +61,10 @@ import gradio as gr
 
 from gym_qa.questions import Question
 from mllm.demo_handlers import NO_MLLM, ChatModel, DemoHandlers, views_caption
+from mllm.demo_routine import NO_DETECTOR, TABLE_HEADERS, RoutineHandlers, routine_capabilities
 from mllm.demo_uploads import AppDirs, DemoLimits, Example
 from mllm.encoders import VideoEncoder
+from sefar_encoder.detection.routine_detection import RoutineDetector
 from sefar_encoder.prediction import Predictor
 
 CSS = "#status { min-height: 2.5em; }"  # the status line does not make the layout jump when it fills
@@ -107,11 +116,15 @@ def build_demo(
     limits: DemoLimits | None = None,
     questions: Sequence[Question] = (),
     video_encoder: VideoEncoder | None = None,
+    detector: RoutineDetector | None = None,
 ) -> gr.Blocks:
     """The app's layout and events. Launch it with :func:`launch_demo` (which applies the limits).
-    ``video_encoder``: the MLLM's video encoder (see :class:`~mllm.demo_handlers.DemoHandlers`)."""
+    ``video_encoder``: the MLLM's video encoder (see :class:`~mllm.demo_handlers.DemoHandlers`; the routine
+    tab's questions need it). ``detector``: the element detector of the routine tab (None: the tab says
+    that no detector is loaded)."""
     limits = limits or DemoLimits()
     h = DemoHandlers(predictor, chat, examples, limits, questions, video_encoder)
+    routine = RoutineHandlers(detector, h.clips, chat, limits, predictor.hierarchy)
     views = " + ".join(str(v) for v in predictor.views)
     with gr.Blocks(
         title="SeFAR demo: fine-grained gymnastics",
@@ -124,66 +137,70 @@ def build_demo(
             f"example. The encoder samples {views} frames (fine and coarse views) and names the element; "
             "the video MLLM answers questions about the clip.\n\n" + capabilities(predictor, chat is not None)
         )
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=2, min_width=280):
-                video = gr.Video(label="Clip", sources=["upload"], include_audio=True, height=260)
-                if examples:
-                    gr.Examples(
-                        examples=[[str(e.path)] for e in examples],
-                        inputs=[video],
-                        example_labels=[e.title for e in examples],
-                        examples_per_page=len(examples),
-                        label="SynthGym examples",
-                    )
-                status = gr.Markdown(elem_id="status")
-            with gr.Column(scale=3, min_width=360):
-                top5 = gr.Label(label="Top-5 elements", num_top_classes=5, elem_id="top5")
-                table = gr.Dataframe(
-                    headers=["#", "element", "set", "event", "prob."],
-                    datatype=["number", "str", "str", "str", "str"],
-                    interactive=False,
-                    column_widths=["7%", "37%", "28%", "16%", "12%"],
-                    wrap=True,
-                    label="Top-5 with set and event",
-                    elem_id="top5-table",
+        with gr.Tabs():
+            with gr.Tab("Clip", id="clip"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=2, min_width=280):
+                        video = gr.Video(label="Clip", sources=["upload"], include_audio=True, height=260)
+                        if examples:
+                            gr.Examples(
+                                examples=[[str(e.path)] for e in examples],
+                                inputs=[video],
+                                example_labels=[e.title for e in examples],
+                                examples_per_page=len(examples),
+                                label="SynthGym examples",
+                            )
+                        status = gr.Markdown(elem_id="status")
+                    with gr.Column(scale=3, min_width=360):
+                        top5 = gr.Label(label="Top-5 elements", num_top_classes=5, elem_id="top5")
+                        table = gr.Dataframe(
+                            headers=["#", "element", "set", "event", "prob."],
+                            datatype=["number", "str", "str", "str", "str"],
+                            interactive=False,
+                            column_widths=["7%", "37%", "28%", "16%", "12%"],
+                            wrap=True,
+                            label="Top-5 with set and event",
+                            elem_id="top5-table",
+                        )
+                gr.Markdown(
+                    f"**Frames the encoder sampled**: {views_caption(predictor.views)}; "
+                    "captions give the view (v) and the frame index in the clip (f)."
                 )
-        gr.Markdown(
-            f"**Frames the encoder sampled**: {views_caption(predictor.views)}; "
-            "captions give the view (v) and the frame index in the clip (f)."
-        )
-        gallery = gr.Gallery(
-            label="Sampled frames",
-            show_label=False,
-            columns=sum(predictor.views),
-            rows=1,
-            height=190,
-            object_fit="contain",
-            buttons=["fullscreen"],  # no "share" (to Hugging Face Spaces): this demo runs locally
-            elem_id="frames",
-        )
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=3):
-                gr.Markdown("### Ask about the clip" + ("" if chat is not None else f"\n{NO_MLLM}"))
-                chatbot = gr.Chatbot(
-                    label="Video MLLM",
-                    height=280,
-                    elem_id="chatbot",
-                    placeholder="Answers about the clip stream here.",
-                    feedback_options=None,
-                    buttons=["copy", "copy_all"],  # no "share" button (Hugging Face Spaces only)
+                gallery = gr.Gallery(
+                    label="Sampled frames",
+                    show_label=False,
+                    columns=sum(predictor.views),
+                    rows=1,
+                    height=190,
+                    object_fit="contain",
+                    buttons=["fullscreen"],  # no "share" (to Hugging Face Spaces): this demo runs locally
+                    elem_id="frames",
                 )
-                with gr.Row():
-                    message = gr.Textbox(
-                        placeholder="e.g. What gymnastics move is this athlete performing?",
-                        show_label=False,
-                        scale=5,
-                        container=False,
-                    )
-                    send = gr.Button("Ask", variant="primary", scale=1)
-            with gr.Column(scale=2):
-                gr.Markdown("### Gym-QA quiz")
-                quiz_button = gr.Button("Quiz me on this clip")
-                quiz_out = gr.Markdown(elem_id="quiz")
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=3):
+                        gr.Markdown("### Ask about the clip" + ("" if chat is not None else f"\n{NO_MLLM}"))
+                        chatbot = gr.Chatbot(
+                            label="Video MLLM",
+                            height=280,
+                            elem_id="chatbot",
+                            placeholder="Answers about the clip stream here.",
+                            feedback_options=None,
+                            buttons=["copy", "copy_all"],  # no "share" button (Hugging Face Spaces only)
+                        )
+                        with gr.Row():
+                            message = gr.Textbox(
+                                placeholder="e.g. What gymnastics move is this athlete performing?",
+                                show_label=False,
+                                scale=5,
+                                container=False,
+                            )
+                            send = gr.Button("Ask", variant="primary", scale=1)
+                    with gr.Column(scale=2):
+                        gr.Markdown("### Gym-QA quiz")
+                        quiz_button = gr.Button("Quiz me on this clip")
+                        quiz_out = gr.Markdown(elem_id="quiz")
+            with gr.Tab("Routine", id="routine"):
+                routine_tab(routine, limits, chat is not None)
 
         video.change(
             h.analyze,
@@ -213,6 +230,80 @@ def build_demo(
             concurrency_id="mllm",
         )
     return demo
+
+
+def routine_tab(h: RoutineHandlers, limits: DemoLimits, chat: bool) -> None:
+    """The routine tab's layout and events (inside :func:`build_demo`'s Blocks): upload a routine → the
+    detected elements on a timeline and in a table; pick a segment and ask the MLLM about it."""
+    intro = (
+        f"Upload a whole routine (up to {limits.max_file_mb:g} MB and {limits.max_routine_duration_s:g} s): "
+        "the element detector finds its elements; pick one to ask the video MLLM about that segment only."
+    )
+    about = routine_capabilities(h.detector) if h.detector is not None else f"**{NO_DETECTOR}**"
+    gr.Markdown(f"{intro}\n\n{about}")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=280):
+            video = gr.Video(
+                label="Routine", sources=["upload"], include_audio=True, height=260, elem_id="routine-video"
+            )
+            detect = gr.Button("Detect elements", variant="primary", interactive=h.detector is not None)
+            status = gr.Markdown(elem_id="routine-status")
+        with gr.Column(scale=3, min_width=360):
+            timeline = gr.Image(
+                label="Detected elements",
+                type="filepath",
+                interactive=False,
+                buttons=["download", "fullscreen"],
+                elem_id="timeline",
+            )
+            table = gr.Dataframe(
+                headers=TABLE_HEADERS,
+                datatype=["number", "str", "str", "str", "str", "str", "str"],
+                interactive=False,
+                column_widths=["5%", "8%", "8%", "35%", "14%", "18%", "12%"],
+                wrap=True,
+                label="Segments in time order (start and end in seconds)",
+                elem_id="routine-table",
+            )
+    gr.Markdown("### Ask about a segment" + ("" if chat else f"\n{NO_MLLM}"))
+    with gr.Row():
+        segment = gr.Dropdown(
+            label="Segment (or type start-end in seconds)",
+            choices=[],
+            allow_custom_value=True,  # /ask_segment takes any time range, not only this session's list
+            scale=2,
+            elem_id="segment",
+        )
+        question = gr.Textbox(
+            placeholder="e.g. What gymnastics move is this athlete performing?", label="Question", scale=4
+        )
+        ask = gr.Button("Ask", variant="primary", scale=1)
+    answer = gr.Markdown(elem_id="segment-answer")
+
+    detect.click(
+        h.detect_routine,
+        inputs=[video],
+        outputs=[timeline, table, segment, status],
+        api_name="detect_routine",
+        concurrency_limit=limits.concurrency,
+        concurrency_id="encoder",
+    )
+    # A new routine: the old segments and answer no longer apply.
+    video.change(
+        lambda: (None, [], gr.update(choices=[], value=None), "", ""),
+        outputs=[timeline, table, segment, status, answer],
+        api_visibility="private",
+        queue=False,
+    )
+    gr.on(
+        [ask.click, question.submit],
+        h.ask_segment,
+        inputs=[video, segment, question],
+        outputs=[answer],
+        api_name="ask_segment",
+        concurrency_limit=limits.chat_concurrency,
+        concurrency_id="mllm",
+    )
 
 
 def launch_demo(

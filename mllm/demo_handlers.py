@@ -205,7 +205,7 @@ class DemoHandlers:
             return [], None, [], ""
         try:
             path, duration = check_upload(video, self.limits)
-            with _reported("analyze"):
+            with reported("analyze"):
                 return self._analyze(path, duration)
         except gr.Error as err:
             return [], None, [], f"**{err.message}**"
@@ -263,7 +263,7 @@ class DemoHandlers:
             yield history + [_msg("user", message), _msg("assistant", NO_MLLM)], ""
             return
         path, _ = check_upload(video, self.limits)
-        with _reported("chat"):
+        with reported("chat"):
             from mllm.prompting import Turn  # the LLM stack loads only when the MLLM is used
 
             turns = [Turn(q, a) for q, a in _exchanges(history)][-self.limits.history_turns :]
@@ -292,7 +292,7 @@ class DemoHandlers:
 
     def _quiz(self, video: str | None) -> str:
         path, _ = check_upload(video, self.limits)
-        with _reported("quiz"):
+        with reported("quiz"):
             question, truth_note = self.quiz_question(path)
             options = [f"- {letter}. {text}" for letter, text in zip(question.letters, question.options)]
             blocks = [f"**{question.stem.strip()}**", "\n".join(options)]  # Markdown paragraphs
@@ -370,7 +370,7 @@ def _exchanges(history: list[dict]) -> list[tuple[str, str]]:
     return pairs
 
 
-class _reported:
+class reported:
     """Turn unexpected exceptions into a generic user message (details go to the server log)."""
 
     def __init__(self, what: str):

@@ -5,6 +5,7 @@
     clips = DemoClips(predictor, video_encoder)
     clips.predict(path)        # the classifier's top-k, and the frames for the gallery: the one decode
     clips.mllm_input(path)     # the MLLM's tokens [1, N, D] of that same decode
+    clips.segment_input(path, 3.2, 5.6)   # tokens of seconds [3.2, 5.6) only (the routine tab's segments)
 
 When the MLLM was trained on the classifier's own checkpoint (the quickstart's case), its video encoder
 wraps the classifier's loaded model instead of loading the weights a second time, and its tokens come
@@ -15,6 +16,7 @@ its own encoder, and its own decode of a clip unless it takes exactly the classi
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -22,12 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import av
 import torch
 
 from gym_qa.lists import ListEntry
 from mllm.encoders import SeFARVideoEncoder, VideoEncoder, builder_options
 from mllm.feature_cache import encode_entries
+from sefar_encoder.decoding import DecodeError
+from sefar_encoder.detection.features import FeatureFolderError, video_fps
 from sefar_encoder.prediction import ClipPrediction, Predictor
+from sefar_encoder.sampling import DualLevelSampler, FrameSample
 
 if TYPE_CHECKING:
     from mllm.chat import VideoChat
@@ -132,6 +138,23 @@ class DemoClips:
                 clip.tokens = batch.tokens.cpu()
         return clip.tokens
 
+    def segment_input(self, path: Path, start_s: float, end_s: float) -> torch.Tensor:
+        """The MLLM's tokens ``[1, N, D]`` of seconds ``[start_s, end_s)`` of a clip (a segment of a routine):
+        its video encoder's eval input, sampled from the frames of that part only (:class:`PartSampler` in
+        the data path's eval dataset), then encoded. Needs the video encoder; raises DecodeError."""
+        if self.video_encoder is None:
+            raise ValueError("the tokens of part of a clip need the MLLM's video encoder (load_chat)")
+        try:
+            fps = video_fps(path)  # the rate the detector's segment times were computed with
+        except (av.FFmpegError, OSError, FeatureFolderError) as err:
+            raise DecodeError(path, str(err)) from None
+        first = max(0, math.floor(start_s * fps + 1e-6))
+        end = max(first + 1, math.ceil(end_s * fps - 1e-6))
+        dataset = self.video_encoder.preprocess.eval_dataset([ListEntry(path, 0, 1, str(path))])
+        dataset.sampler = PartSampler(dataset.sampler, first, end)  # which frames: the part's only
+        video = dataset[0]["video"]  # [1, C, S, h, w]: one eval view, as encode_entries takes it
+        return self.video_encoder.encode(video).cpu()  # [1, N, D]
+
     def _decode(self, path: Path) -> tuple[ClipPrediction, _Clip]:
         prediction = self.predictor.predict(path)  # the clip's one decode
         clip = _Clip(prediction.video, prediction.top1.label)
@@ -148,6 +171,25 @@ class DemoClips:
                 self._clips.move_to_end(key)
                 return self._clips[key]
         return self._decode(path)[1]
+
+
+class PartSampler:
+    """The eval frames of frames ``[first, end)`` of a clip: ``sampler``'s choice on that part (as if the
+    part were the whole clip), shifted to the clip's frame numbers. Replaces the sampler of an eval
+    :class:`~sefar_encoder.dataset.VideoClipDataset`, so the decode and transforms stay the data path's.
+    A part reaching past the clip's end is cut at the last frame (one frame at least)."""
+
+    def __init__(self, sampler: DualLevelSampler, first: int, end: int):
+        if first < 0 or end <= first:
+            raise ValueError(f"a part of a clip needs 0 <= first < end, got [{first}, {end})")
+        self.sampler, self.first, self.end = sampler, first, end
+
+    def eval(self, num_frames: int, num_offsets: int = 1) -> list[FrameSample]:
+        first = min(self.first, num_frames - 1)
+        length = max(1, min(self.end, num_frames) - first)
+        return [
+            FrameSample(tuple(v + first for v in s.per_view)) for s in self.sampler.eval(length, num_offsets)
+        ]
 
 
 def _key(path: Path) -> tuple[str, int, int]:

@@ -30,6 +30,7 @@ class DemoLimits:
 
     max_file_mb: float = 50.0  # largest upload, in MB (10^6 bytes)
     max_duration_s: float = 60.0  # longest clip accepted, in seconds (FineGym elements last a few)
+    max_routine_duration_s: float = 120.0  # longest routine of the routine tab (FineGym's: 5-206 s)
     max_side: int = 4096  # largest frame width or height, in pixels (decoded frames are kept in memory)
     queue_size: int = 32  # requests waiting in the queue before new ones are turned away
     concurrency: int = 2  # encoder predictions running at once
@@ -38,8 +39,10 @@ class DemoLimits:
     delete_after_s: int = 3600  # uploads and generated files older than this are deleted (0: at shutdown)
 
     def __post_init__(self) -> None:
-        if self.max_file_mb <= 0 or self.max_duration_s <= 0 or self.max_side <= 0:
-            raise ValueError("max_file_mb, max_duration_s and max_side must be positive")
+        if min(self.max_file_mb, self.max_duration_s, self.max_routine_duration_s, self.max_side) <= 0:
+            raise ValueError(
+                "max_file_mb, max_duration_s, max_routine_duration_s and max_side must be positive"
+            )
         if self.delete_after_s < 0:
             raise ValueError(
                 f"delete_after_s must be >= 0 (0: keep files until shutdown), got {self.delete_after_s}"
@@ -125,12 +128,15 @@ def user_error(message: str) -> gr.Error:
     return gr.Error(message, print_exception=False)
 
 
-def check_upload(video: str | None, limits: DemoLimits) -> tuple[Path, float | None]:
+def check_upload(video: str | None, limits: DemoLimits, routine: bool = False) -> tuple[Path, float | None]:
     """The uploaded clip's path and duration (s, None if unknown) after the size, container and header
     checks (:func:`user_error` otherwise). The header is read without decoding; a file whose header cannot
-    be read passes, and decoding reports it."""
+    be read passes, and decoding reports it. ``routine``: a whole routine (the routine tab), whose
+    duration limit is ``max_routine_duration_s`` instead of ``max_duration_s``."""
     if not video:
-        raise user_error("Upload a clip or pick an example first.")
+        raise user_error(
+            "Upload a routine video first." if routine else "Upload a clip or pick an example first."
+        )
     path = Path(video)
     if not path.is_file():
         raise user_error("The uploaded file is no longer available; please upload it again.")
@@ -149,10 +155,15 @@ def check_upload(video: str | None, limits: DemoLimits) -> tuple[Path, float | N
         header = probe_header(path)
     except DecodeError:
         return path, None
-    if header.duration_s is not None and header.duration_s > limits.max_duration_s:
+    what, longest, hint = (
+        ("routine", limits.max_routine_duration_s, "Trim it to the part you want searched.")
+        if routine
+        else ("clip", limits.max_duration_s, "Trim it to the element you want recognised.")
+    )
+    if header.duration_s is not None and header.duration_s > longest:
         raise user_error(
-            f"This clip lasts {header.duration_s:.0f} s; the demo accepts clips up to "
-            f"{limits.max_duration_s:g} s. Trim it to the element you want recognised."
+            f"This {what} lasts {header.duration_s:.0f} s; the demo accepts {what}s up to {longest:g} s. "
+            + hint
         )
     if max(header.width, header.height) > limits.max_side:
         raise user_error(

@@ -1,9 +1,12 @@
 """Gradio demo: upload a gymnastics clip (or pick a SynthGym example) → sampled frames per view, top-5
-elements with set and event; chat with the video MLLM about the clip; a Gym-QA quiz.
+elements with set and event; chat with the video MLLM about the clip; a Gym-QA quiz. A second tab,
+"Routine": upload a whole routine → the elements the detector finds, on a timeline and in a table; pick one
+and ask the MLLM about that segment only.
 
     python scripts/demo.py                                  # the quickstart's encoder (+ MLLM if trained)
     python scripts/demo.py --encoder runs/encoder-tiny/encoder --mllm runs/mllm-tiny/instruct/mllm \\
         --examples data/synthgym-tiny/test.csv --questions data/gymqa/synthgym_tiny_test.json --port 7860
+    python scripts/demo.py --detector runs/detector/detector      # + the routine tab's element detector
 
 Then open http://127.0.0.1:7860. The server binds 127.0.0.1 unless --host says otherwise; --share
 (a public gradio.live link) only when asked. Uploads must be video files (MP4/MOV, MKV/WebM, AVI,
@@ -26,8 +29,16 @@ list of the data set the encoder was trained on (``data_root`` in the export's p
 found. The example clips are copied into the app's private folder, the only folder besides its upload
 folder that the app serves files from.
 
+--detector: an element detector export (``<scripts/train_detector.py run>/detector``, the folder
+scripts/detect.py takes); its windows go through the encoder its detector.json records (the --encoder
+weights already loaded, if that is the same folder) unless --detector-encoder names another export.
+Without --detector the routine tab is shown but says that no detector is loaded (and its endpoints
+answer so). Routines may last up to --max-routine-duration (120 s); their segments' questions go to the
+MLLM as the frames of that segment only.
+
 Exit codes: 0 after a normal shutdown (Ctrl-C); 1 usage or model error (missing checkpoint, encoder
-mismatch, bad examples or questions file).
+mismatch, bad examples or questions file, a detector that is missing or whose encoder's feature width is
+not the detector's).
 """
 
 from __future__ import annotations
@@ -46,8 +57,10 @@ import torch
 from gym_qa.questions import QuestionFormatError, load_questions
 from mllm.demo_app import build_demo, launch_demo
 from mllm.demo_uploads import AppDirs, DemoLimits, copy_examples
+from mllm.encoders.framepool import framepool_window_encoder
 from sefar_encoder.clip_inputs import InputError, read_inputs
 from sefar_encoder.command_line import Exit1ArgumentParser
+from sefar_encoder.detection.routine_detection import load_routine_detector
 from sefar_encoder.prediction import Predictor
 
 DEFAULT_ENCODER = Path("runs/quickstart/encoder")
@@ -66,6 +79,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--mllm-encoder", default=None, help="video encoder weights of the MLLM (default: --encoder)"
     )
+    p.add_argument(
+        "--detector",
+        type=Path,
+        default=None,
+        help="element detector export for the routine tab (<run>/detector)",
+    )
+    p.add_argument(
+        "--detector-encoder",
+        type=Path,
+        default=None,
+        help="encoder export the detector's windows go through (default: the one its detector.json names)",
+    )
     p.add_argument("--examples", type=Path, default=None, help="list file or folder of example clips")
     p.add_argument("--num-examples", type=int, default=12, help="example clips shown (one per class first)")
     p.add_argument(
@@ -76,6 +101,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--share", action="store_true", help="also create a PUBLIC gradio.live link")
     p.add_argument("--max-file-mb", type=float, default=50.0, help="largest upload (MB)")
     p.add_argument("--max-duration", type=float, default=60.0, help="longest clip (seconds)")
+    p.add_argument(
+        "--max-routine-duration",
+        type=float,
+        default=120.0,
+        help="longest routine of the routine tab (seconds)",
+    )
     p.add_argument("--max-side", type=int, default=4096, help="largest frame width or height (pixels)")
     p.add_argument("--queue-size", type=int, default=32, help="requests allowed to wait (>= 20)")
     p.add_argument("--concurrency", type=int, default=2, help="encoder predictions running at once")
@@ -111,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         limits = DemoLimits(
             max_file_mb=args.max_file_mb,
             max_duration_s=args.max_duration,
+            max_routine_duration_s=args.max_routine_duration,
             max_side=args.max_side,
             queue_size=args.queue_size,
             concurrency=args.concurrency,
@@ -156,6 +188,23 @@ def serve(args: argparse.Namespace, dirs: AppDirs, limits: DemoLimits) -> int:
             return EXIT_ERROR
     else:
         print("demo: no MLLM loaded (give --mllm DIR): the chat panel will say so", file=sys.stderr)
+    detector = None
+    if args.detector is not None:
+        try:
+            detector = load_routine_detector(
+                args.detector,
+                args.detector_encoder,
+                framepool=framepool_window_encoder,
+                loaded={args.encoder: predictor.model},  # the same weights are not loaded twice
+            )
+        except Exception as err:  # noqa: BLE001 - missing files, width mismatch...: a model error
+            print(f"demo: error: cannot load the detector from {args.detector}: {err}", file=sys.stderr)
+            return EXIT_ERROR
+    else:
+        print(
+            "demo: no element detector loaded (give --detector DIR): the routine tab will say so",
+            file=sys.stderr,
+        )
     examples_source = args.examples or default_examples(predictor)
     examples = []
     if examples_source is not None:
@@ -184,7 +233,13 @@ def serve(args: argparse.Namespace, dirs: AppDirs, limits: DemoLimits) -> int:
             "demo: WARNING: --share creates a PUBLIC link; anyone with it can use the demo", file=sys.stderr
         )
     demo = build_demo(
-        predictor, chat, examples=examples, limits=limits, questions=questions, video_encoder=video_encoder
+        predictor,
+        chat,
+        examples=examples,
+        limits=limits,
+        questions=questions,
+        video_encoder=video_encoder,
+        detector=detector,
     )
     try:
         launch_demo(demo, dirs, limits, host=args.host, port=args.port, share=args.share)

@@ -4,10 +4,11 @@
     python scripts/detect.py videos/ --detector runs/detector-tiny/detector --out segments.csv
 
 Each video goes through the encoder the detector was trained on (its ``detector.json`` names it; ``--encoder``
-overrides) in the same windows, then HAAN's clip logits and its detection rule (sefar_encoder/detection/
-inference.py). ``--out`` ending in ``.json`` writes ActivityNet's results format with ``label_id`` and
-``label`` (gym_qa/routine_annotations.py), ``.csv`` one row per segment: routine, start, end (seconds),
-label_id, label, score, highest score first. Without ``--out`` the CSV rows are printed.
+overrides) in the same windows, then HAAN's clip logits and its detection rule
+(sefar_encoder/detection/routine_detection.py, which the demo's routine tab calls too). ``--out`` ending in
+``.json`` writes ActivityNet's results format with ``label_id`` and ``label``
+(gym_qa/routine_annotations.py), ``.csv`` one row per segment: routine, start, end (seconds), label_id,
+label, score, highest score first. Without ``--out`` the CSV rows are printed.
 """
 
 from __future__ import annotations
@@ -19,16 +20,12 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from gym_qa.detection_eval import Detection
 from gym_qa.routine_annotations import detections_to_json
 from sefar_encoder.clip_inputs import InputError, read_inputs
 from sefar_encoder.decoding import DecodeError
-from sefar_encoder.detection.detector_export import detector_logits, load_detector
-from sefar_encoder.detection.features import FeatureFolderError, encode_routine, sefar_window_encoder
-from sefar_encoder.detection.inference import clip_spans, detect
-from sefar_encoder.model.encoder import SeFAREncoder
+from sefar_encoder.detection.features import FeatureFolderError, WindowEncoder
+from sefar_encoder.detection.routine_detection import load_routine_detector
 from sefar_encoder.runtime.atomic import write_text_atomic
 from sefar_encoder.runtime.config import ConfigError
 
@@ -61,33 +58,24 @@ def to_csv(detections: list[Detection], names: dict[str, list]) -> str:
     return buffer.getvalue()
 
 
+def framepool_window_encoder(weights: str, frames: int) -> WindowEncoder:
+    """The frame-pool baseline's window encoder, for a detector trained on its features."""
+    from mllm.encoders.framepool import framepool_window_encoder as build  # only the baseline needs mllm
+
+    return build(weights, frames)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        model, rule, meta = load_detector(args.detector)
-        layout = meta["features"]
-        if layout["encoder"] == "framepool" and args.encoder is None:  # the frame-pool baseline's features
-            from mllm.encoders.framepool import framepool_window_encoder  # only the baseline needs mllm
-
-            encoder = framepool_window_encoder(layout["framepool_weights"], layout["framepool_frames"])
-        else:
-            sefar = SeFAREncoder.from_pretrained(args.encoder or layout["encoder"])
-            if sefar.config.resolved_fusion_dim != layout["feature_dim"]:
-                raise ConfigError(
-                    f"{args.encoder or layout['encoder']}: features of width {sefar.config.resolved_fusion_dim}, "
-                    f"the detector reads {layout['feature_dim']}"
-                )
-            encoder = sefar_window_encoder(sefar)
+        detector = load_routine_detector(args.detector, args.encoder, framepool=framepool_window_encoder)
         detections: list[Detection] = []
         for clip in read_inputs(args.inputs):
-            feats = encode_routine(encoder, clip.path, layout["window"], layout["stride"], args.batch_size)
-            spans = clip_spans(feats.starts, layout["window"], layout["stride"], feats.fps, feats.num_frames)
-            logits = detector_logits(model, torch.from_numpy(feats.features)).numpy()
-            detections += detect(clip.path.stem, logits, spans, rule)
+            detections += detector.detect(clip.path, clip.path.stem, args.batch_size)
     except (ConfigError, InputError, DecodeError, FeatureFolderError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    names = meta["class_names"]
+    names = detector.meta["class_names"]
     if args.out is None:
         print(to_csv(detections, names), end="")
     elif args.out.suffix == ".csv":

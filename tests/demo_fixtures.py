@@ -115,10 +115,19 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_demo(root: Path, encoder_dir: Path, examples_list: Path, chat: Any = None, **limits: Any):
+def running_demo(
+    root: Path,
+    encoder_dir: Path,
+    examples_list: Path,
+    chat: Any = None,
+    models: Any = None,
+    **limits: Any,
+):
     """Launch the demo on 127.0.0.1 (random free port, background thread); yields a namespace with
-    ``url``, ``dirs``, ``limits``, ``predictor``, ``demo``. Closes the server and restores the gradio
-    environment variables that :meth:`AppDirs.create` set."""
+    ``url``, ``dirs``, ``limits``, ``predictor``, ``demo``. ``models(predictor)``, if given, returns more
+    keyword arguments of ``build_demo`` built on the demo's predictor (``chat``, ``video_encoder``,
+    ``detector``).
+    Closes the server and restores the gradio environment variables that :meth:`AppDirs.create` set."""
     from mllm.demo_app import build_demo, launch_demo
     from mllm.demo_uploads import AppDirs, DemoLimits, copy_examples
     from sefar_encoder.clip_inputs import read_inputs
@@ -133,7 +142,8 @@ def running_demo(root: Path, encoder_dir: Path, examples_list: Path, chat: Any =
         predictor = Predictor(encoder_dir)
         examples = copy_examples(read_inputs(examples_list), predictor, dirs.examples)
         settings = DemoLimits(**limits)
-        demo = build_demo(predictor, chat, examples=examples, limits=settings)
+        extra = {"chat": chat, **(models(predictor) if models is not None else {})}
+        demo = build_demo(predictor, examples=examples, limits=settings, **extra)
         _, url, share_url = launch_demo(
             demo, dirs, settings, port=free_port(), prevent_thread_lock=True, quiet=True
         )

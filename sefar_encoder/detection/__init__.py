@@ -4,8 +4,9 @@ routine from routine-level labels only.
 In data-flow order: ``features`` (a routine video -> sliding-window features of a SeFAR encoder, cached per
 routine) -> ``routine_data`` (features + routine-level labels -> padded batches) -> ``kmeans`` (atomic
 actions: clustering of clip embeddings) -> ``haan`` (the four MLPs and HAAN's losses) -> ``inference``
-(clip logits -> routine class scores -> segments). ``scripts/train_detector.py`` trains, ``scripts/detect.py``
-finds the segments of new routines; the ground truth and the mAP are ``gym_qa.routine_annotations`` and
+(clip logits -> routine class scores -> segments) -> ``routine_detection`` (a trained detector with its
+window encoder: a routine video -> segments). ``scripts/train_detector.py`` trains, ``scripts/detect.py``
+and the demo's routine tab find the segments of new routines through ``routine_detection``; the ground truth and the mAP are ``gym_qa.routine_annotations`` and
 ``gym_qa.detection_eval``. docs/detection.md describes it all.
 
 Shape notation: B routines in a batch, T clips (windows) of a routine, D feature width, E embedding width,
