@@ -72,6 +72,16 @@ TINY_OVERRIDES = [
 ]
 
 
+@pytest.fixture(scope="session")
+def synthgym_tiny_routines(tmp_path_factory) -> Path:
+    """SynthGym's tiny routines (``make_synthgym.py --routines tiny``: 3 / 1 / 1 routines of 15-16 s), made
+    once per session; read-only for the tests."""
+    out = tmp_path_factory.mktemp("routines") / "tiny"
+    script = load_script("make_synthgym")
+    assert script.main(["--out", str(out), "--routines", "tiny", "--workers", "1", "--quiet"]) == 0
+    return out
+
+
 def tiny_train_config(data: TinyData, out_dir: Path, *overrides: str):
     """``configs/encoder/synthgym_tiny.yaml`` + :data:`TINY_OVERRIDES` + ``overrides`` as an
     ``EncoderTrainConfig``."""

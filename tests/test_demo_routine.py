@@ -34,7 +34,7 @@ from sefar_encoder.model import ModelConfig, SeFAREncoder
 from sefar_encoder.prediction import Predictor
 from sefar_encoder.sampling import DualLevelSampler
 
-pytest_plugins = ["demo_fixtures", "mllm_run_fixtures", "tiny_llm_fixtures"]
+pytest_plugins = ["demo_fixtures", "mllm_run_fixtures", "synthgym_fixtures", "tiny_llm_fixtures"]
 
 QUESTION = "What gymnastics move is this athlete performing?"
 
@@ -52,11 +52,8 @@ def gradio_temp(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def routines(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("routines") / "tiny"
-    script = load_script("make_synthgym")
-    assert script.main(["--out", str(out), "--routines", "tiny", "--workers", "1", "--quiet"]) == 0
-    return out
+def routines(synthgym_tiny_routines) -> Path:
+    return synthgym_tiny_routines
 
 
 @pytest.fixture(scope="module")

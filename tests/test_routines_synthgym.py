@@ -9,7 +9,6 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import load_script
 
 from gym_qa.detection_eval import evaluate_detection
 from gym_qa.hierarchy import Hierarchy
@@ -22,14 +21,12 @@ from gym_qa.synthgym.routine_tracks import MAX_LINK_SPEED, element_nuisance, rou
 from gym_qa.synthgym.routines import ROUTINE_PRESETS, frame_labels, plan_routines, render_routine
 
 PRESET = ROUTINE_PRESETS["tiny"]
+pytest_plugins = ["synthgym_fixtures"]
 
 
 @pytest.fixture(scope="module")
-def routines_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("routines") / "tiny"
-    script = load_script("make_synthgym")
-    assert script.main(["--out", str(out), "--routines", "tiny", "--workers", "1", "--quiet"]) == 0
-    return out
+def routines_dir(synthgym_tiny_routines) -> Path:
+    return synthgym_tiny_routines
 
 
 def test_writes_every_file_and_the_counts(routines_dir: Path):
