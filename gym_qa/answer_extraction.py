@@ -14,6 +14,12 @@ stage B answers, ``"C. <option text>"``): exactly that form, whose leading lette
 nothing else. It accepts "C", "C." and "C. <any text>" — the letter commits, the text after it is the
 model's restatement and is not checked (so "C. <text of A>" reads C, where :func:`extract_letter` says
 the answer contradicts itself) — and rejects everything that does not start with the form.
+
+:func:`extract_stated_option` reads the same form by its *text*: the answer is the option whose text the
+model states ("C. <text of A>" reads A), the letter deciding only when the stated text is no option's
+(MMBench-style matching of an answer's content to the choices). It measures what the model says, where
+the form's letter measures whether it also binds that content to the letter it was shown: a small LLM
+that names the right element under the wrong letter is right by the one and wrong by the other.
 """
 
 from __future__ import annotations
@@ -169,3 +175,16 @@ def extract_answer_form(text: str | None, num_options: int) -> str | None:
         return None
     letter = m.group(1)
     return letter if letter in OPTION_LETTERS[:num_options] else None
+
+
+def extract_stated_option(text: str | None, options: Sequence[str]) -> str | None:
+    """The option an answer in the trained form ``"<letter>. <text>"`` states: the letter of the one
+    option whose text equals the stated text (case, blanks and a final full stop ignored; a bare option
+    text also counts), else the form's own letter (:func:`extract_answer_form`), else ``None``."""
+    t = (text or "").strip()
+    m = _ANSWER_FORM_RE.fullmatch(t)
+    stated = t if m is None else t[2:].strip()  # after "C." (nothing for "C" alone)
+    same = [i for i, option in enumerate(options) if stated and _same_option(stated, option)]
+    if len(same) == 1:
+        return OPTION_LETTERS[same[0]]
+    return extract_answer_form(t, len(options))

@@ -12,7 +12,9 @@ not favour short options) is reported too. An exact tie for the minimum chooses 
 scorer must not inherit a letter prior). A record may carry both ``text`` and ``option_scores``; every
 mode present is reported. ``score(..., answer_form=True)`` also reads the text as the trained answer form
 (mode ``answer_form``, :func:`gym_qa.answer_extraction.extract_answer_form`: "C. <text>" → C whatever
-the text), beside the free-text reading (mode ``text``) of the same predictions.
+the text) and by the option text it states (mode ``option_text``,
+:func:`~gym_qa.answer_extraction.extract_stated_option`: "C. <text of A>" → A), beside the free-text
+reading (mode ``text``) of the same predictions.
 
 Circular evaluation: predictions for rotated copies (``<id>#r<k>``, see
 :func:`gym_qa.questions.rotate_options`) switch it on; a question then counts as correct only if the
@@ -33,13 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gym_qa.answer_extraction import extract_answer_form, extract_letter
+from gym_qa.answer_extraction import extract_answer_form, extract_letter, extract_stated_option
 from gym_qa.hierarchy import Hierarchy
 from gym_qa.hierarchy_files import EVENT_NAMES
 from gym_qa.questions import OPTION_LETTERS, ROTATION_SEPARATOR, Question, circular_questions, rotate_options
 from gym_qa.statistics import wilson_interval
 
-MODES: tuple[str, ...] = ("text", "answer_form", "nll_sum", "nll_mean")
+MODES: tuple[str, ...] = ("text", "answer_form", "option_text", "nll_sum", "nll_mean")
+TEXT_MODES: tuple[str, ...] = ("text", "answer_form", "option_text")  # read from the answer's text
 UNKNOWN = "unknown"
 
 
@@ -147,13 +150,15 @@ def choose(question: Question, prediction: Prediction | None, mode: str) -> tupl
     """The letter a prediction picks in ``mode`` and why none: "", "missing", "unparseable" or "tie"."""
     if prediction is None:
         return None, "missing"
-    if mode in ("text", "answer_form"):
+    if mode in TEXT_MODES:
         if prediction.text is None:
             return None, "missing"
         if mode == "text":
             letter = extract_letter(prediction.text, question.options)
-        else:
+        elif mode == "answer_form":
             letter = extract_answer_form(prediction.text, len(question.options))
+        else:
+            letter = extract_stated_option(prediction.text, question.options)
         return letter, "" if letter else "unparseable"
     if prediction.option_scores is None or (mode == "nll_mean" and prediction.option_token_counts is None):
         return None, "missing"
@@ -270,7 +275,11 @@ def score(
         m
         for m in MODES
         if (m == "text" and any(p.text is not None for p in preds.values()))
-        or (m == "answer_form" and answer_form and any(p.text is not None for p in preds.values()))
+        or (
+            m in ("answer_form", "option_text")
+            and answer_form
+            and any(p.text is not None for p in preds.values())
+        )
         or (m == "nll_sum" and any(p.option_scores is not None for p in preds.values()))
         or (m == "nll_mean" and any(p.option_token_counts is not None for p in preds.values()))
     ]
@@ -326,7 +335,7 @@ def score(
                 for key, block in sorted(per_set.blocks().items(), key=_set_sort_key)
             }
         for reason in ("unparseable", "tie"):
-            reads_text = mode in ("text", "answer_form")
+            reads_text = mode in TEXT_MODES
             if reason == "unparseable" and not reads_text or reason == "tie" and reads_text:
                 continue
             result[reason] = len(failures[reason])

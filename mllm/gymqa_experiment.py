@@ -28,7 +28,10 @@ every training setting, including ``data.label_rate`` and the question types; it
 
 Accuracy modes (``MODES``): ``generate`` — greedy answer text, letter extracted (evaluator mode
 ``text``); ``generate_form`` — the same answers read as the trained form "C. <text>" (``answer_form``:
-the leading letter, whatever the text; absent from reports written before it existed); ``likelihood`` —
+the leading letter, whatever the text; absent from reports written before it existed); ``generate_text``
+— the same answers read by the option text they state (``option_text``: "C. <text of A>" is A, the letter
+deciding only when the text is no option's; an eval report written before the mode existed is re-scored
+from its predictions by :func:`rescore_eval`); ``likelihood`` —
 lowest summed option NLL (``nll_sum``); ``letter`` — constrained decoding over the option letters
 (``mllm.generation.choose_letter``; evaluator mode ``text`` of the letter alone); ``classifier4`` — the
 SeFAR encoder's own classifier restricted to the options' classes, on the questions whose options are
@@ -46,6 +49,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gym_qa.clips import clip_id_of
+from gym_qa.hierarchy import load_hierarchy
+from gym_qa.lists import read_list
+from gym_qa.questions import load_questions
+from gym_qa.scoring import read_predictions, report_to_markdown, score
 from mllm.training_config import MLLMTrainConfig
 from sefar_encoder.runtime.atomic import write_text_atomic
 from sefar_encoder.runtime.config import load_config
@@ -55,6 +63,7 @@ STEPS: tuple[str, ...] = ("features", "align", "instruct", "eval", "letter", "cl
 MODES: dict[str, tuple[str, str]] = {
     "generate": ("eval", "text"),
     "generate_form": ("eval", "answer_form"),
+    "generate_text": ("eval", "option_text"),
     "likelihood": ("eval", "nll_sum"),
     "letter": ("letter", "text"),
     "classifier4": ("classifier4", "nll_sum"),
@@ -235,10 +244,12 @@ def collect_result(job: GymQAJob) -> dict[str, Any]:
     }
     for mode, (step, key) in MODES.items():
         path = step_output(job, step)
-        if step not in job_steps(job) or (mode == "generate_form" and not job.trained_form):
+        if step not in job_steps(job) or (
+            mode in ("generate_form", "generate_text") and not job.trained_form
+        ):
             continue
         report = read_json(path)
-        if key not in report["modes"] and key == "answer_form":  # a report from before the mode existed
+        if key not in report["modes"] and key in ("answer_form", "option_text"):  # a report from before it
             continue
         if report["questions"] == 0:  # classifier4 with no element-name question: nothing to score
             result["accuracy"][mode], result["correct_total"][mode] = None, [0, 0]
@@ -255,6 +266,28 @@ def collect_result(job: GymQAJob) -> dict[str, Any]:
         result[stage] = {k: metrics.get(k) for k in keys}
     result["mllm"] = str(job.path / "instruct" / "mllm")
     return result
+
+
+def rescore_eval(job: GymQAJob) -> bool:
+    """Re-score the eval step's predictions when its report lacks a mode the evaluator now gives for them
+    (a report written before the mode existed): the answers are the model's, only their reading is new.
+    The report's ``run`` block is kept; returns whether it was rewritten."""
+    path = step_output(job, "eval")
+    if not path.is_file():
+        return False
+    report = read_json(path)
+    if not job.trained_form or "option_text" in report["modes"]:
+        return False
+    entries = read_list(Path(job.data_root) / "test.csv")
+    labels = {clip_id_of(e.raw_path): e.label for e in entries}
+    predictions = read_predictions(path.parent / "predictions.jsonl")
+    fresh = score(
+        load_questions(job.questions), predictions, load_hierarchy(job.data_root), labels, answer_form=True
+    )
+    fresh["run"] = report.get("run", {}) | {"rescored": "option_text added from predictions.jsonl"}
+    write_json(path, fresh)
+    write_text_atomic(path.with_suffix(".md"), report_to_markdown(fresh, title=f"Gym-QA: {job.path} (both)"))
+    return True
 
 
 def encoder_run_settings(encoder_dir: str | Path) -> dict[str, Any]:

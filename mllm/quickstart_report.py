@@ -19,6 +19,7 @@ ENCODERS = ("sefar", "frameseq", "framepool")
 MODE_TITLES = {
     "generate": "generate (answer text)",
     "generate_form": "generate, read as the trained form",
+    "generate_text": "generate, read by the option text it states",
     "letter": "letter (decoding over the option letters)",
     "likelihood": "likelihood (option NLL)",
     "classifier4": "classifier4 (encoder head, no LLM)",

@@ -68,6 +68,7 @@ from mllm.gymqa_experiment import (
     job_steps,
     prepare_job_dir,
     read_json,
+    rescore_eval,
     split_lists,
     stage_config,
     step_output,
@@ -160,6 +161,10 @@ def run_job(job: GymQAJob, force: bool = False, log: Callable[[str], None] = pri
         started = time.perf_counter()
         run_step(job, step, cfg, encoder)
         seconds[step] = round(time.perf_counter() - started, 2)
+    if rescore_eval(job):
+        log(
+            f"[{job.encoder} seed {job.seed}] eval: report re-scored from its predictions (a new reading mode)"
+        )
     result = collect_result(job)
     result["seconds"] = seconds
     write_json(job.path / RESULT_FILE, result)

@@ -75,6 +75,7 @@ def bench_args(mllm_data, tiny_llm_dir, tmp_path):
 STEP_AND_KEY = {
     "generate": ("eval", "text"),
     "generate_form": ("eval", "answer_form"),
+    "generate_text": ("eval", "option_text"),
     "likelihood": ("eval", "nll_sum"),
     "letter": ("letter", "text"),
     "classifier4": ("classifier4", "nll_sum"),
@@ -107,8 +108,20 @@ def test_table_from_the_jobs_reports_and_resume(bench_args, tmp_path, capsys):
     assert list(skipped) == ["features", "align", "instruct", "eval", "letter", "classifier4"]
     assert all(seconds is None for seconds in skipped.values())
 
+    # an eval report written before the option_text reading existed is re-scored from its predictions
+    report_path = runs / "sefar" / "seed0" / "eval" / "report.json"
+    original = json.loads(report_path.read_text())
+    stale = original | {"modes": {k: v for k, v in original["modes"].items() if k != "option_text"}}
+    report_path.write_text(json.dumps(stale))
+    assert bench.main([*bench_args, "--seeds", "0", "--encoders", "sefar"]) == 0
+    rescored = json.loads(report_path.read_text())
+    assert rescored["modes"] == original["modes"] and rescored["run"]["rescored"]
+    assert (
+        bench.main([*bench_args, "--seeds", "0", "1", "--encoders", "sefar"]) == 0
+    )  # the table of both seeds
+
     table = json.loads((tmp_path / "bench.json").read_text())
-    both = ("generate", "generate_form", "likelihood", "letter")
+    both = ("generate", "generate_form", "generate_text", "likelihood", "letter")
     modes = {"sefar": (*both, "classifier4"), "framepool": both, "frameseq": both}
     expected = {f"{e}@{m}" for e, ms in modes.items() for m in ms}
     questions = load_questions(runs / "questions" / "test.json")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from gym_qa.answer_extraction import extract_answer_form, extract_letter
+from gym_qa.answer_extraction import extract_answer_form, extract_letter, extract_stated_option
 
 OPTIONS = [
     "salto backward tucked",
@@ -127,3 +127,24 @@ def test_options_as_mapping_and_none_text():
 )
 def test_answer_form(text, expected):
     assert extract_answer_form(text, 4) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("C. salto backward tucked with 1 twist", "C"),  # the form, consistent
+        ("C. salto backward tucked", "A"),  # the stated text is A's: the text decides
+        ("C. Salto  backward tucked.", "A"),  # case, blanks and a final full stop ignored
+        ("giant circle backward", "D"),  # a bare option text
+        ("C. salto backward", "C"),  # no option's text: the form's letter
+        ("C.", "C"),
+        ("C", "C"),
+        ("E. giant circle backward", "D"),  # an out-of-range letter, but D's text
+        ("E. salto", None),  # neither an option text nor a letter in range
+        ("The answer is C.", None),  # not the form, not an option's text
+        ("", None),
+        (None, None),
+    ],
+)
+def test_stated_option(text, expected):
+    assert extract_stated_option(text, OPTIONS) == expected

@@ -72,10 +72,13 @@ def test_answer_form_reads_the_trained_form_beside_free_text():
     ]
     assert "answer_form" not in score(QUESTIONS, predictions)["modes"]  # only when asked for
     modes = score(QUESTIONS, predictions, answer_form=True)["modes"]
-    assert list(modes) == ["text", "answer_form"]
+    assert list(modes) == ["text", "answer_form", "option_text"]
     assert modes["text"]["overall"]["correct"] == 3 and modes["text"]["unparseable"] == 1
     assert modes["answer_form"]["overall"]["correct"] == 2  # C and A
     assert [i["question_id"] for i in modes["answer_form"]["unparseable_items"]] == ["0000002", "0000003"]
+    # by the stated text: "C. a" reads A (wrong), "A. e" A, "E. l" D (right); "The answer is B." nothing
+    assert modes["option_text"]["overall"]["correct"] == 2
+    assert [i["question_id"] for i in modes["option_text"]["unparseable_items"]] == ["0000002"]
 
 
 def test_option_scores_sum_mean_and_ties():
