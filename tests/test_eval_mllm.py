@@ -10,7 +10,7 @@ from conftest import load_script
 from mllm_run_fixtures import moved_checkpoint
 
 from gym_qa import read_predictions
-from gym_qa.answer_extraction import extract_answer_form
+from gym_qa.answer_extraction import extract_answer_form, extract_stated_option
 from gym_qa.questions import load_questions
 
 pytest_plugins = ["mllm_run_fixtures", "tiny_llm_fixtures"]
@@ -35,10 +35,15 @@ def test_generate_and_likelihood_predictions_and_report(mllm_data, trained_mllm,
     assert list(predictions) == [q.question_id for q in questions]
     assert all(p.text is not None and p.option_scores is None for p in predictions.values())
     report = json.loads((tmp_path / "generate_report.json").read_text())
-    assert list(report["modes"]) == ["text", "answer_form"]  # free text, and the trained form "C. <text>"
+    # free text, the trained form "C. <text>" by its letter, and by the option text it states
+    assert list(report["modes"]) == ["text", "answer_form", "option_text"]
     assert report["modes"]["text"]["overall"]["total"] == len(questions)
     form = [extract_answer_form(predictions[q.question_id].text, 4) == q.answer for q in questions]
     assert report["modes"]["answer_form"]["overall"]["correct"] == sum(form)
+    stated = [
+        extract_stated_option(predictions[q.question_id].text, q.options) == q.answer for q in questions
+    ]
+    assert report["modes"]["option_text"]["overall"]["correct"] == sum(stated)
     assert (tmp_path / "generate_report.md").read_text().startswith("# Gym-QA")
     assert report["run"]["mode"] == "generate" and report["run"]["score_target"] == "answer"
 
@@ -80,7 +85,8 @@ def test_both_modes_in_one_record(mllm_data, trained_mllm, tmp_path):
     predictions = list(read_predictions(out).values())
     assert len(predictions) == 2 and all(p.text is not None and p.option_scores for p in predictions)
     report = json.loads((tmp_path / "both_report.json").read_text())
-    assert set(report["modes"]) == {"text", "answer_form", "nll_sum", "nll_mean"} and report["questions"] == 2
+    assert set(report["modes"]) == {"text", "answer_form", "option_text", "nll_sum", "nll_mean"}
+    assert report["questions"] == 2
 
 
 def test_llm_loads_the_base_llm_from_another_place(mllm_data, trained_mllm, tiny_llm_dir, tmp_path, capsys):
