@@ -335,7 +335,6 @@ def task_corpus(hierarchy: Any, variants: int = 3) -> list[str]:
 def build_task_tiny_llm(data_root: str | Path, out_dir: str | Path, cfg: Any = None) -> dict[str, Any]:
     """The tiny LLM (Vicuna's CPU stand-in) built on :func:`task_corpus` of a data set's hierarchy;
     ``cfg`` a :class:`~mllm.language_model.TinyLLMConfig` (default sizes when None)."""
-    from gym_qa.hierarchy import load_hierarchy
     from mllm.language_model import build_tiny_llm
 
     summary = build_tiny_llm(task_corpus(load_hierarchy(data_root)), out_dir, cfg)
