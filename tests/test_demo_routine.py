@@ -150,6 +150,17 @@ def test_detect_py_finds_the_same_segments(detected, detector_dir, routine, tmp_
         assert name0 == name1 and s0 == pytest.approx(s1, abs=0.005) and e0 == pytest.approx(e1, abs=0.005)
 
 
+def test_detect_py_on_a_corrupt_file_names_it_and_exits_1(detector_dir, routine, tmp_path, capsys):
+    """A file that does not decode: a clear error naming it, exit code 1, no output written."""
+    corrupt = tmp_path / "broken_routine.mp4"
+    corrupt.write_bytes(routine[0].read_bytes()[:2048])  # a real MP4's first bytes, cut off
+    out = tmp_path / "segments.json"
+    assert load_script("detect").main([str(corrupt), "--detector", str(detector_dir), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and str(corrupt) in err and "Traceback" not in err
+    assert not out.exists()
+
+
 def test_the_timeline_file_is_named_by_its_content(handlers, routine, detected):
     again = handlers.detect_routine(str(routine[0]))
     assert again[0] == detected[0] and again[1] == detected[1]
