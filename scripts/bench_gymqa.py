@@ -259,7 +259,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--plot-out",
         default=None,
-        help="also plot accuracy per question type per encoder (likelihood and letter modes) to this PNG",
+        help="also plot accuracy per question type per encoder (likelihood, generate_text and letter modes) "
+        "to this PNG",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
@@ -422,7 +423,9 @@ def per_type_markdown(table: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_per_type(table: dict, path: Path, modes: tuple[str, ...] = ("likelihood", "letter")) -> None:
+def plot_per_type(
+    table: dict, path: Path, modes: tuple[str, ...] = ("likelihood", "generate_text", "letter")
+) -> None:
     """Grouped bars, one panel per mode: accuracy per question type (and overall) for each encoder, with
     the seeds' spread of the overall accuracy as an error bar."""
     import matplotlib
@@ -443,15 +446,16 @@ def plot_per_type(table: dict, path: Path, modes: tuple[str, ...] = ("likelihood
         for k, (encoder, r) in enumerate(rows):
             values = [r["mean"]] + [r["per_answer_type"].get(t, 0.0) for t in types]
             xs = [i + (k - (len(rows) - 1) / 2) * width for i in range(len(groups))]
-            errors = [r["std"]] + [0.0] * len(types)
+            errors = [r["std"]] + [float("nan")] * len(types)  # the seeds' spread: overall only
             ax.bar(
                 xs, values, width=width, yerr=errors, capsize=2, label=f"{encoder} ({len(r['runs'])} seeds)"
             )
         ax.set_xticks(range(len(groups)), groups)
-        ax.set_ylim(0, 100)
+        ax.set_ylim(0, 118)  # room for the legend above the bars
+        ax.set_yticks(range(0, 101, 20))
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"Gym-QA on SynthGym bench, {mode} mode")
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="upper center", ncol=len(rows), fontsize=8)
     fig.tight_layout()
     write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
