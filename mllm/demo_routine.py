@@ -219,6 +219,6 @@ class RoutineHandlers:
                 tokens = self.clips.segment_input(path, start, end)
             except DecodeError as err:
                 raise cannot_read(err, ROUTINE_HINT) from None
-            answer = "".join(self.chat.ask(tokens, question, stream=True)).strip()
+            answer = self.chat.ask(tokens, question, stream=False).strip()
         answer = answer or "(the model gave an empty answer)"
         return f"**Segment {start:.1f}-{end:.1f} s.** {question}\n\n**MLLM:** {answer}"

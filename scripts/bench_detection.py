@@ -10,9 +10,9 @@ Jobs (``<model>@<features>``): ``haan@sefar`` (HAAN, configs/detection/synthgym_
 the SeFAR encoder's sliding-window features), ``mil@sefar`` (the same recipe with the atomic-action
 clustering and the hierarchy off: the plain MIL / W-TALC-style baseline) and ``haan@framepool`` (HAAN on
 the frame backbone's features averaged over each window: order-blind). The feature folders are
-``<routines folder>/features-<features>``, extracted first when missing (scripts/extract_routine_features.py,
-in a subprocess; ``--sefar`` is the encoder, ``--framepool`` the backbone — by default the one the SeFAR
-run started from). Each (job, seed) is its own resumable run in ``<runs>/<job>/seed<k>/``
+``<routines folder>/features-<features>``, extracted first when they do not hold every routine
+(scripts/extract_routine_features.py, in a subprocess; ``--sefar`` is the encoder, ``--framepool`` the
+backbone — by default the one the SeFAR run started from). Each (job, seed) is its own resumable run in ``<runs>/<job>/seed<k>/``
 (``train_detector.py --resume`` in a subprocess): finished runs are skipped, so the table can be built
 across sessions; the seed changes the detector's initialisation, batches and k-means only.
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import statistics
 import subprocess
@@ -37,6 +36,9 @@ import sys
 from pathlib import Path
 
 from gym_qa.atomic_files import write_text_atomic
+from gym_qa.routine_annotations import read_routines_json
+from mllm.gymqa_experiment import encoder_run_settings
+from sefar_encoder.detection.features import FEATURES_META
 from sefar_encoder.runtime.machine import machine_info
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,25 +72,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def framepool_weights(args: argparse.Namespace) -> Path:
-    """``--framepool``, or the backbone the SeFAR run started from (its ``config.yaml``'s init)."""
-    if args.framepool is not None:
-        return args.framepool
-    import yaml
-
-    config = args.sefar.parent / "config.yaml"
-    if not config.is_file():
-        sys.exit(f"error: {config} not found: give --framepool (the frame-pool features' backbone)")
-    init = yaml.safe_load(config.read_text()).get("init_checkpoint")
-    if not init:
-        sys.exit(f"error: {config} has no init_checkpoint: give --framepool")
-    return Path(init).parent
+    """``--framepool``, or the backbone the SeFAR run started from (its run ``config.yaml``)."""
+    backbone = args.framepool or encoder_run_settings(args.sefar).get("backbone")
+    if not backbone:
+        sys.exit(f"error: {args.sefar}: no run config.yaml naming its init_checkpoint: give --framepool")
+    return Path(backbone)
 
 
 def feature_folder(args: argparse.Namespace, features: str) -> Path:
-    """The features of ``args.routines`` from one encoder, extracted in a subprocess when missing (a
-    ``.done`` marker is written last, so an interrupted extraction is redone)."""
+    """The features of ``args.routines`` from one encoder, extracted in a subprocess unless the folder
+    already holds every routine (the extraction skips the routines it has, so an interrupted one
+    continues)."""
     folder = args.routines.parent / f"features-{features}"
-    if (folder / ".done").is_file():
+    routines, _ = read_routines_json(args.routines)
+    if (folder / FEATURES_META).is_file() and all(
+        (folder / f"{r.routine_id}.npz").is_file() for r in routines
+    ):
         return folder
     source = (
         ["--encoder", str(args.sefar)]
@@ -103,7 +102,6 @@ def feature_folder(args: argparse.Namespace, features: str) -> Path:
     ]
     print(f"[bench_detection] features {features} -> {folder}", flush=True)
     subprocess.run([*cmd, *source, "--out", str(folder), "--quiet"], check=True)
-    (folder / ".done").write_text("")
     return folder
 
 
@@ -117,7 +115,7 @@ def run_job(job: str, seed: int, args: argparse.Namespace) -> None:
     cmd = [sys.executable, str(REPO / "scripts/train_detector.py"), "--config", str(args.config), "--resume"]
     cmd += [f"routines={args.routines}", f"features={folder}", f"out_dir={out}", f"seed={seed}", *overrides]
     print(f"[bench_detection] {job} seed {seed}: {shlex.join(cmd[2:])}", flush=True)
-    subprocess.run([*cmd, "progress=false"], check=True, env=os.environ)
+    subprocess.run([*cmd, "progress=false"], check=True)
 
 
 def test_maps(metrics: dict) -> dict[str, float]:

@@ -30,7 +30,6 @@ def setup(tmp_path_factory) -> dict[str, Path]:
     routines, features = planted_routines(root)
     for name in ("sefar", "framepool"):  # the bench's folder layout; planted features stand in for both
         shutil.copytree(features, root / f"features-{name}")
-        (root / f"features-{name}" / ".done").write_text("")
     config = root / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))
     return {"routines": routines, "config": config, "runs": root / "runs"}
