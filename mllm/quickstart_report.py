@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from mllm.gymqa_experiment import MODES, read_json
-from sefar_encoder.runtime.atomic import write_atomic, write_text_atomic
+from mllm.gymqa_plot import plot_accuracy_per_type
+from sefar_encoder.runtime.atomic import write_text_atomic
 from sefar_encoder.runtime.machine import machine_info
 
 # The MLLM's video encoders, SeFAR first: its two baselines are the frame backbone it started from, fed as
@@ -246,33 +247,20 @@ def pair_table(enc: dict[str, Any], control: dict[str, Any]) -> list[str]:
 
 
 def plot_gymqa(summary: dict[str, Any], path: Path) -> None:
-    """Grouped bars: Gym-QA accuracy per answer type and overall, one bar per encoder, per MLLM mode."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers and CI
-    import matplotlib.pyplot as plt
-
+    """Gym-QA accuracy per answer type and overall, one bar per encoder, per MLLM mode."""
     results = summary["gymqa"]["results"]
     modes = [m for m in ("likelihood", "generate") if m in results["sefar"]["accuracy"]]
-    fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 3.8), squeeze=False)
-    for ax, mode in zip(axes[0], modes):
-        types = list(results["sefar"]["per_answer_type"][mode])
-        groups = ["overall", *types]
-        for k, encoder in enumerate(ENCODERS):
-            r = results[encoder]
-            values = [r["accuracy"][mode]] + [r["per_answer_type"][mode].get(t) for t in types]
-            width = 0.8 / len(ENCODERS)
-            xs = [i + (k - (len(ENCODERS) - 1) / 2) * width for i in range(len(groups))]
-            ax.bar(xs, [v if v is not None else 0 for v in values], width=width, label=encoder)
-        ax.set_xticks(range(len(groups)), groups)
-        ax.set_ylim(0, 100)
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"Gym-QA, {MODE_TITLES[mode]}")
-        ax.axhline(25, color="grey", lw=0.8, ls=":")  # chance with 4 options
-        ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    panels = [
+        (
+            f"Gym-QA, {MODE_TITLES[mode]}",
+            {
+                e: (results[e]["accuracy"].get(mode), results[e]["per_answer_type"].get(mode, {}), None)
+                for e in ENCODERS
+            },
+        )
+        for mode in modes
+    ]
+    plot_accuracy_per_type(panels, path, chance=25)  # the quickstart asks 4-option questions
 
 
 # ----------------------------------------------------------------------------------------- README

@@ -75,8 +75,9 @@ from mllm.gymqa_experiment import (
     train_overrides,
     write_json,
 )
+from mllm.gymqa_plot import plot_accuracy_per_type
 from mllm.training_config import MLLMTrainConfig
-from sefar_encoder.runtime.atomic import write_atomic, write_text_atomic
+from sefar_encoder.runtime.atomic import write_text_atomic
 from sefar_encoder.runtime.config import ConfigError, parse_overrides
 from sefar_encoder.runtime.machine import machine_info
 
@@ -426,39 +427,21 @@ def per_type_markdown(table: dict) -> str:
 def plot_per_type(
     table: dict, path: Path, modes: tuple[str, ...] = ("likelihood", "generate_text", "letter")
 ) -> None:
-    """Grouped bars, one panel per mode: accuracy per question type (and overall) for each encoder, with
-    the seeds' spread of the overall accuracy as an error bar."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers and CI
-    import matplotlib.pyplot as plt
-
+    """One panel per mode: accuracy per question type (and overall) for each encoder, with the seeds'
+    spread of the overall accuracy as an error bar."""
     encoders = list(dict.fromkeys(key.split("@")[0] for key in table if "@" in key))
-    modes = tuple(m for m in modes if any(f"{e}@{m}" in table for e in encoders))
-    if not modes:
+    panels = []
+    for mode in modes:
+        entries = {e: table[f"{e}@{mode}"] for e in encoders if f"{e}@{mode}" in table}
+        series = {
+            f"{e} ({len(r['runs'])} seeds)": (r["mean"], r["per_answer_type"], r["std"])
+            for e, r in entries.items()
+        }
+        if series:
+            panels.append((f"Gym-QA on SynthGym bench, {mode} mode", series))
+    if not panels:
         raise ExperimentError(f"no finished job has a {' or '.join(modes)} result to plot")
-    fig, axes = plt.subplots(1, len(modes), figsize=(6.5 * len(modes), 3.8), squeeze=False)
-    for ax, mode in zip(axes[0], modes):
-        rows = [(e, table[f"{e}@{mode}"]) for e in encoders if f"{e}@{mode}" in table]
-        types = list(dict.fromkeys(t for _, r in rows for t in r["per_answer_type"]))
-        groups = ["overall", *types]
-        width = 0.8 / len(rows)
-        for k, (encoder, r) in enumerate(rows):
-            values = [r["mean"]] + [r["per_answer_type"].get(t, 0.0) for t in types]
-            xs = [i + (k - (len(rows) - 1) / 2) * width for i in range(len(groups))]
-            errors = [r["std"]] + [float("nan")] * len(types)  # the seeds' spread: overall only
-            ax.bar(
-                xs, values, width=width, yerr=errors, capsize=2, label=f"{encoder} ({len(r['runs'])} seeds)"
-            )
-        ax.set_xticks(range(len(groups)), groups)
-        ax.set_ylim(0, 118)  # room for the legend above the bars
-        ax.set_yticks(range(0, 101, 20))
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"Gym-QA on SynthGym bench, {mode} mode")
-        ax.legend(loc="upper center", ncol=len(rows), fontsize=8)
-    fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    plot_accuracy_per_type(panels, path)
 
 
 def main(argv: list[str] | None = None) -> int:
